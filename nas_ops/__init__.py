@@ -1,0 +1,1 @@
+"""medseg-nas: neural architecture search for medical image segmentation."""
