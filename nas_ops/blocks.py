@@ -1,0 +1,53 @@
+"""Dimension-agnostic building blocks shared by every method (2D and 3D from the same code)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+NORMS = ("batch", "instance", "none")
+
+
+def conv_type(spatial_dims: int, transposed: bool = False) -> type[nn.Module]:
+    """``nn.Conv2d``/``nn.Conv3d`` (or the transposed ones) for the spatial dimensionality."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if transposed:
+        return nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
+    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+
+
+def norm_layer(norm: str, spatial_dims: int, channels: int) -> nn.Module:
+    """A normalisation layer by name: batch (affine), instance (affine) or none."""
+    if norm == "batch":
+        return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
+    if norm == "instance":
+        return (nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm '{norm}' (known: {NORMS})")
+
+
+def max_pool(spatial_dims: int, kernel_size: int = 2) -> nn.Module:
+    """Max pooling that halves every spatial size."""
+    return (nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d)(kernel_size)
+
+
+class ConvUnit(nn.Sequential):
+    """conv -> norm -> ReLU; ``(B, C_in, *S) -> (B, C_out, *S / stride)``.
+
+    The conv has no bias when a norm follows (the norm's shift makes it redundant).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        norm: str = "batch",
+    ) -> None:
+        conv = conv_type(spatial_dims)(
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=norm == "none"
+        )
+        super().__init__(conv, norm_layer(norm, spatial_dims, out_channels), nn.ReLU(inplace=True))
