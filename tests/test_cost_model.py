@@ -1,0 +1,66 @@
+"""Cost model against hand-counted small networks."""
+
+import torch
+from torch import nn
+
+from nas_ops.baselines.unet import unet_genotype
+from nas_ops.cost_model import count_macs, count_params, measure_cost, peak_activation_memory
+from nas_ops.registry import build_network
+
+
+class Shared(nn.Module):
+    """One conv applied three times, a module registered under two names, a transposed conv, a linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)  # 4*4*9 + 4 = 148 params
+        self.alias = self.conv  # registered twice: its parameters count once
+        self.stem = nn.Conv2d(1, 4, 3, padding=1, bias=False)  # 36 params
+        self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)  # 4*2*4 + 2 = 34 params
+        self.fc = nn.Linear(2, 5)  # 15 params
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for _ in range(3):
+            x = self.alias(x)
+        x = self.up(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_counts_shared_module_per_call_and_registered_twice_once():
+    model = Shared()
+    assert count_params(model) == 148 + 36 + 34 + 15
+    h = w = 8
+    stem = h * w * 4 * 1 * 9  # output elements x in x kernel volume
+    conv = h * w * 4 * 4 * 9
+    up = (h * w * 4) * 2 * 4  # input elements x out x kernel volume
+    fc = 5 * 2
+    assert count_macs(model, (1, h, w)) == stem + 3 * conv + up + fc
+
+
+def test_grouped_and_3d_convs():
+    model = nn.Sequential(nn.Conv3d(4, 8, 3, padding=1, groups=2), nn.ConvTranspose3d(8, 4, 2, stride=2, groups=4))
+    macs = count_macs(model, (4, 4, 4, 4))
+    assert macs == 64 * 8 * 2 * 27 + 64 * 8 * 1 * 8
+
+
+def test_unet_macs_hand_count():
+    model = build_network(unet_genotype(2, 1, 2, features=[4, 8]))
+    h = 16
+    expected = h * h * 4 * 1 * 9 + h * h * 4 * 4 * 9  # level 0 encoder
+    expected += (h // 2) ** 2 * (8 * 4 * 9 + 8 * 8 * 9)  # level 1
+    expected += (h // 2) ** 2 * 8 * 4 * 4  # transposed conv: input elements x out x 2x2
+    expected += h * h * (4 * 8 * 9 + 4 * 4 * 9)  # decoder convs
+    expected += h * h * 2 * 4  # 1x1 head
+    cost = measure_cost(model, (1, h, h))
+    assert cost.macs == expected
+    assert cost.params == count_params(model)
+
+
+def test_activation_memory_grows_with_batch_and_is_labelled():
+    model = build_network(unet_genotype(2, 1, 2, features=[4, 8]))
+    one = peak_activation_memory(model, (1, 32, 32), batch_size=1)
+    four = peak_activation_memory(model, (1, 32, 32), batch_size=4)
+    assert one.how == "estimated" and one.bytes > 32 * 32 * 4 * 4
+    assert 3.5 < four.bytes / one.bytes < 4.5
+    assert all(p.grad is None for p in model.parameters())
