@@ -1,0 +1,348 @@
+"""Search state: one atomic checkpoint of a whole search, so a killed search resumes bit-identically.
+
+The file ``<output_dir>/search_state.pt`` holds the loop state (position, population, history), the state dicts
+of the stateful objects (model, optimisers, schedulers, architecture parameters), every RNG state and, once the
+search is done, its result. It is written with a temporary file, fsync and ``os.replace``: a kill at any moment
+leaves the old or the new complete checkpoint. It loads with ``torch.load(weights_only=True)``: RNG states are
+stored as tensors and lists of ints, never as numpy objects. A finished search also writes its result to
+``<output_dir>/search_result.json``, readable without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+import torch
+
+from nas_ops.errors import InputError
+
+FORMAT = "nas_ops.search_state"
+VERSION = 1
+RESULT_FILENAME = "search_result.json"
+
+Generator = np.random.Generator | torch.Generator
+
+
+class Stateful(Protocol):
+    """Anything checkpointed through its state dict: modules, optimisers, LR schedulers, grad scalers."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any], /) -> Any: ...
+
+
+Objects = Mapping[str, Stateful | torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What :meth:`SearchState.resume` found: the saved loop state, and the result if the search is finished."""
+
+    fresh: bool  # no checkpoint: start from the beginning
+    state: dict[str, Any] = field(default_factory=dict)  # saved loop state; {} when fresh
+    finished: bool = False
+    result: Any = None
+
+
+# ---------------------------------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary sibling, fsync it, then ``os.replace`` it over ``path``.
+
+    A crash at any point leaves either the old file or the new one, complete; the temporary file is removed on error.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; best effort, as not every platform can open a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------------- RNG states
+
+
+def _encode_numpy(value: Any) -> Any:
+    """A numpy bit-generator state as plain data: arrays become ``{"ndarray": [ints], "dtype": str}``."""
+    if isinstance(value, np.ndarray):
+        return {"ndarray": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _encode_numpy(v) for k, v in value.items()}
+    return value
+
+
+def _decode_numpy(value: Any) -> Any:
+    """Inverse of :func:`_encode_numpy`."""
+    if isinstance(value, dict):
+        if set(value) == {"ndarray", "dtype"}:
+            return np.asarray(value["ndarray"], dtype=value["dtype"])
+        return {k: _decode_numpy(v) for k, v in value.items()}
+    return value
+
+
+def capture_rng_state(generators: Mapping[str, Generator] | None = None) -> dict[str, Any]:
+    """RNG states of python ``random``, numpy's global RNG, torch CPU and CUDA, and the named ``generators``.
+
+    Everything is plain data or tensors, so the result survives ``torch.load(weights_only=True)``.
+    """
+    version, internal, gauss_next = random.getstate()
+    named: dict[str, Any] = {}
+    for name, gen in (generators or {}).items():
+        if isinstance(gen, torch.Generator):
+            named[name] = {"kind": "torch", "state": gen.get_state()}
+        elif isinstance(gen, np.random.Generator):
+            named[name] = {"kind": "numpy", "state": _encode_numpy(gen.bit_generator.state)}
+        else:
+            raise TypeError(f"generator '{name}': expected numpy.random.Generator or torch.Generator, got {type(gen)}")
+    return {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": _encode_numpy(np.random.get_state(legacy=False)),
+        "torch": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "generators": named,
+    }
+
+
+def restore_rng_state(
+    rng: Mapping[str, Any], generators: Mapping[str, Generator] | None = None, *, file: str | Path | None = None
+) -> None:
+    """Put back the states from :func:`capture_rng_state`; ``generators`` are set in place, by name.
+
+    ``file`` only names the checkpoint in error messages. A CUDA state that does not fit this machine's GPUs is
+    skipped with a warning: the run then continues, but is no longer bit-identical on the GPU.
+    """
+    saved = rng.get("generators", {})
+    for name, gen in (generators or {}).items():
+        kind = "torch" if isinstance(gen, torch.Generator) else "numpy"
+        if name not in saved:
+            raise InputError(file, f"rng.generators.{name}", f"missing; the checkpoint has {sorted(saved)}")
+        if saved[name]["kind"] != kind:
+            raise InputError(file, f"rng.generators.{name}", f"saved a {saved[name]['kind']} generator, got {kind}")
+    python = rng["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    np.random.set_state(_decode_numpy(rng["numpy"]))
+    torch.set_rng_state(rng["torch"])
+    cuda = rng.get("torch_cuda")
+    if cuda is not None:
+        if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            warnings.warn(f"{file}: CUDA RNG state for {len(cuda)} GPU(s) not restored on this machine", stacklevel=2)
+    for name, gen in (generators or {}).items():
+        if isinstance(gen, torch.Generator):
+            gen.set_state(saved[name]["state"])
+        else:
+            gen.bit_generator.state = _decode_numpy(saved[name]["state"])
+
+
+# ----------------------------------------------------------------------------------------------------- search state
+
+
+class SearchState:
+    """A handle on ``<output_dir>/search_state.pt``, the checkpoint of one search.
+
+    Usage in a search loop::
+
+        ckpt = SearchState(out_dir)
+        r = ckpt.resume({"model": net, "w_opt": w_opt, "alpha": alpha}, generators={"mut": rng})
+        if r.finished:
+            return r.result
+        for epoch in range(r.state.get("epoch", 0), epochs):
+            ...
+            ckpt.save({"epoch": epoch + 1, "population": pop}, objects=..., generators=...)
+        ckpt.finish(result)
+    """
+
+    def __init__(self, output_dir: str | Path, filename: str = "search_state.pt") -> None:
+        self.output_dir = Path(output_dir)
+        self.path = self.output_dir / filename
+        self.result_path = self.output_dir / RESULT_FILENAME
+
+    def __repr__(self) -> str:
+        return f"SearchState('{self.path}')"
+
+    def exists(self) -> bool:
+        """Whether a checkpoint has been written."""
+        return self.path.is_file()
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` has marked this search done."""
+        return self.exists() and self._read(mmap=True)["finished"]
+
+    @property
+    def result(self) -> Any:
+        """The result given to :meth:`finish`; None while the search is unfinished."""
+        return self._read(mmap=True)["result"] if self.exists() else None
+
+    def save(
+        self,
+        state: dict[str, Any],
+        *,
+        objects: Objects | None = None,
+        generators: Mapping[str, Generator] | None = None,
+        rng: bool = True,
+    ) -> None:
+        """Atomically write the loop ``state``, the state dicts of ``objects`` and (with ``rng``) every RNG state.
+
+        ``state`` holds the loop position (e.g. step, epoch, phase) and plain data (population, history); tensors are
+        allowed. Anything that would not load with ``weights_only=True`` is refused and the old checkpoint kept.
+        """
+        payload = self._payload(state, objects, capture_rng_state(generators) if rng else None)
+        self._write(payload)
+
+    def load(
+        self,
+        objects: Objects | None = None,
+        *,
+        generators: Mapping[str, Generator] | None = None,
+        restore_rng: bool = True,
+    ) -> dict[str, Any]:
+        """Return the saved loop state; load the saved state dicts into ``objects`` and restore the RNG states."""
+        return self._apply(self._read(mmap=False), objects, generators, restore_rng)
+
+    def resume(self, objects: Objects | None = None, *, generators: Mapping[str, Generator] | None = None) -> Resumed:
+        """Start-of-search step: load the checkpoint if one exists, and report whether the search is already done.
+
+        On a finished search the objects still receive the final state, so the caller can return ``result`` or export.
+        """
+        if not self.exists():
+            return Resumed(fresh=True)
+        payload = self._read(mmap=False)
+        state = self._apply(payload, objects, generators, restore_rng=payload["rng"] is not None)
+        if payload["finished"] and not self.result_path.is_file():  # killed between the two writes of finish()
+            self._write_result(payload["result"])
+        return Resumed(fresh=False, state=state, finished=payload["finished"], result=payload["result"])
+
+    def finish(self, result: Any) -> None:
+        """Mark the search finished with its JSON-able ``result``, kept in the checkpoint and in search_result.json.
+
+        The last saved state, objects and RNG states are kept; without a checkpoint an empty state is stored.
+        """
+        text = json.dumps(result, indent=2)  # refuse a result that is not JSON-able before touching any file
+        if self.exists():
+            payload = self._read(mmap=False)
+        else:
+            payload = self._payload({}, None, None)
+        payload["finished"], payload["result"] = True, json.loads(text)
+        self._write(payload)
+        self._write_result(result)
+
+    # ------------------------------------------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _payload(state: dict[str, Any], objects: Objects | None, rng: dict[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        saved = {
+            name: obj.detach() if isinstance(obj, torch.Tensor) else obj.state_dict()
+            for name, obj in (objects or {}).items()
+        }
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "state": state,
+            "objects": saved,
+            "rng": rng,
+            "finished": False,
+            "result": None,
+        }
+
+    def _apply(
+        self,
+        payload: dict[str, Any],
+        objects: Objects | None,
+        generators: Mapping[str, Generator] | None,
+        restore_rng: bool,
+    ) -> dict[str, Any]:
+        """Load the saved state dicts into ``objects``, restore the RNG states, return the loop state."""
+        saved = payload["objects"]
+        for name, obj in (objects or {}).items():
+            if name not in saved:
+                raise InputError(self.path, f"objects.{name}", f"missing; the checkpoint has {sorted(saved)}")
+            if isinstance(obj, torch.Tensor):
+                with torch.no_grad():
+                    obj.copy_(saved[name])
+            else:
+                obj.load_state_dict(saved[name])
+        if restore_rng:
+            if payload["rng"] is None:
+                raise InputError(self.path, "rng", "not saved (save(rng=False)); load with restore_rng=False")
+            restore_rng_state(payload["rng"], generators, file=self.path)
+        return payload["state"]
+
+    def _write(self, payload: dict[str, Any]) -> None:
+        def write(fh: IO[bytes]) -> None:
+            torch.save(payload, fh)
+            check = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch >= 2.5
+            if check is not None:
+                fh.flush()
+                fh.seek(0)
+                unsafe = check(fh)
+                if unsafe:
+                    raise TypeError(
+                        f"{self.path}: the search state holds objects that torch.load(weights_only=True) refuses: "
+                        f"{unsafe}; store plain python data, tensors or lists instead (e.g. array.tolist())"
+                    )
+
+        atomic_write(self.path, write)
+
+    def _write_result(self, result: Any) -> None:
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_write(self.result_path, lambda fh: fh.write(text.encode("utf-8")))
+
+    def _read(self, *, mmap: bool) -> dict[str, Any]:
+        """Load and validate the checkpoint; mmap avoids reading tensor data when only the header is needed."""
+        if not self.exists():
+            raise FileNotFoundError(f"{self.path}: no search-state checkpoint")
+        try:
+            payload = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception as exc:
+            raise InputError(self.path, None, f"not a readable search-state checkpoint ({exc})") from exc
+        if not isinstance(payload, dict) or "format" not in payload:
+            raise InputError(self.path, "format", f"missing; not a search-state checkpoint ('{FORMAT}')")
+        if payload["format"] != FORMAT:
+            raise InputError(self.path, "format", f"is {payload['format']!r}, expected '{FORMAT}'")
+        if payload.get("version") != VERSION:
+            raise InputError(self.path, "version", f"is {payload.get('version')!r}, this code reads version {VERSION}")
+        for key, kind in (("state", dict), ("objects", dict), ("rng", (dict, type(None))), ("finished", bool)):
+            if key not in payload:
+                raise InputError(self.path, key, "missing")
+            if not isinstance(payload[key], kind):
+                raise InputError(self.path, key, f"has type {type(payload[key]).__name__}")
+        return payload
