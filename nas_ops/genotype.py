@@ -9,12 +9,11 @@ No pickle and no eval: a genotype is plain JSON data.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas_ops.atomic import write_json_atomic
 from nas_ops.errors import GenotypeError
 
 FORMAT = "medseg-nas-genotype"
@@ -147,21 +146,6 @@ class Genotype:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, self.to_dict())
         return path
-
-
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write JSON so that a kill leaves either the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_type(value: Any, typ: type | tuple[type, ...], source: str | Path | None, key: str) -> None:

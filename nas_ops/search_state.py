@@ -11,11 +11,9 @@ stored as tensors and lists of ints, never as numpy objects. A finished search a
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -23,6 +21,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 import torch
 
+from nas_ops.atomic import atomic_write
 from nas_ops.errors import InputError
 
 FORMAT = "nas_ops.search_state"
@@ -54,42 +53,6 @@ class Resumed:
 
 
 # ---------------------------------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary sibling, fsync it, then ``os.replace`` it over ``path``.
-
-    A crash at any point leaves either the old file or the new one, complete; the temporary file is removed on error.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; best effort, as not every platform can open a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------------- RNG states
@@ -188,10 +151,12 @@ class SearchState:
         ckpt.finish(result)
     """
 
-    def __init__(self, output_dir: str | Path, filename: str = "search_state.pt") -> None:
+    def __init__(
+        self, output_dir: str | Path, filename: str = "search_state.pt", result_filename: str = RESULT_FILENAME
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / filename
-        self.result_path = self.output_dir / RESULT_FILENAME
+        self.result_path = self.output_dir / result_filename
 
     def __repr__(self) -> str:
         return f"SearchState('{self.path}')"

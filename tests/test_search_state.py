@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas_ops import search_state
+from nas_ops import atomic, search_state
 from nas_ops.errors import InputError
 from nas_ops.search_state import SearchState, capture_rng_state, restore_rng_state
 
@@ -105,7 +105,7 @@ def test_crash_at_replace_keeps_previous_and_stale_temp_is_cleaned(
 ) -> None:
     ckpt = SearchState(tmp_path)
     ckpt.save({"epoch": 1})
-    monkeypatch.setattr(search_state.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(atomic.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         ckpt.save({"epoch": 2})
     monkeypatch.undo()
