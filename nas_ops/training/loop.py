@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from monai.inferers import sliding_window_inference
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
 from torch import nn
 from tqdm import tqdm
-
-from nas_ops.training.metrics import dice_batch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -50,7 +50,7 @@ def train_epoch(
         loss = loss_fn(model(image), label)
         loss.backward()
         optimiser.step()
-        total += float(loss) * image.shape[0]
+        total += loss.item() * image.shape[0]
         n += image.shape[0]
         bar.set_postfix(loss=f"{total / n:.4f}")
     return total / max(n, 1)
@@ -60,14 +60,14 @@ def train_epoch(
 def validate_dice(
     model: nn.Module, loader: Iterable[dict], device: torch.device, roi_size: Sequence[int] | None = None
 ) -> list[float]:
-    """Foreground Dice per class over the validation samples (2D slices, or 3D volumes by sliding
-    windows of ``roi_size``)."""
+    """Mean foreground Dice per class over the validation samples (2D slices, or 3D volumes by sliding windows of
+    ``roi_size``); samples without a class in their reference are left out of that class's mean (MONAI's
+    ``ignore_empty``)."""
     model.eval()
-    total, n = None, 0
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
     for batch in loader:
         image, label = batch["image"].to(device), batch["label"].to(device)
         logits = model(image) if roi_size is None else sliding_window_inference(image, roi_size, 2, model, 0.25)
-        dice = dice_batch(logits, label) * image.shape[0]
-        total = dice if total is None else total + dice
-        n += image.shape[0]
-    return [float(v) for v in (total / max(n, 1)).cpu()]
+        k = logits.shape[1]
+        metric(one_hot(logits.argmax(1, keepdim=True), k), one_hot(label.long(), k))
+    return [float(v) for v in torch.nan_to_num(metric.aggregate(), nan=0.0).cpu()]

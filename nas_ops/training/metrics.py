@@ -69,10 +69,3 @@ def summarise(per_case: list[dict], class_names: Sequence[str]) -> dict:
             }
     return summary
 
-
-def dice_batch(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Foreground Dice per class of a batch ``(B, K, *S)`` logits vs ``(B, 1, *S)`` labels -> ``(K-1,)``."""
-    k = logits.shape[1]
-    pred = one_hot(logits.argmax(1, keepdim=True), k)
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
-    return metric(pred, one_hot(label.long(), k))
