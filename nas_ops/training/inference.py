@@ -82,9 +82,9 @@ def write_prediction(label: np.ndarray, like: str, affine: np.ndarray, folder: P
     if is_nifti(like):
         path = folder / f"{case_id(like)}.nii.gz"
         nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), str(path))
-    else:  # MONAI reads PNGs transposed (W, H): write back as (H, W)
+    else:  # the loaders read PNGs as stored, (H, W)
         path = folder / f"{case_id(like)}.png"
-        Image.fromarray(label.T.astype(np.uint8)).save(path)
+        Image.fromarray(label.astype(np.uint8)).save(path)
     return path
 
 
