@@ -18,7 +18,7 @@ from monai.data import CacheDataset, Dataset
 from monai.transforms import Compose, RandCropByPosNegLabeld, Resized, SpatialPadd
 from tqdm import tqdm
 
-from nas_ops.data.msd import MSDDataset
+from nas_ops.data.msd import MSDDataset, is_nifti
 from nas_ops.data.transforms import CT_WINDOW, KEYS, augmentations, load_transforms, to_tensors
 from nas_ops.errors import DatasetError
 
@@ -43,10 +43,17 @@ def load_case(
 ) -> Case:
     """Load and normalise one image as the training pipeline does; for 2D-from-3D the caller slices."""
     path = item_or_path["image"] if isinstance(item_or_path, dict) else str(item_or_path)
-    image = load_transforms(ds.channel_names, keys=("image",), ct_window=ct_window)({"image": path})["image"]
+    loader = load_transforms(ds.channel_names, keys=("image",), ct_window=ct_window, nifti=is_nifti(path))
+    image = loader({"image": path})["image"]
     affine = np.asarray(image.affine, dtype=np.float64)
     shape = tuple(int(s) for s in image.shape[1:])
     return Case(image=_squeeze_2d(image.as_tensor()).float(), affine=affine, shape=shape)
+
+
+def _all_nifti(ds: MSDDataset) -> bool | None:
+    """True/False when every file of the dataset is NIfTI/not NIfTI, None when they are mixed."""
+    kinds = {is_nifti(item[key]) for item in ds.items for key in KEYS}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def _load_pair(item: dict[str, str], loader: Compose) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +130,7 @@ def make_2d_datasets(
     """
     if len(spatial_size) != 2:
         raise ValueError(f"spatial_size must have 2 entries for 2D datasets, got {tuple(spatial_size)}")
-    loader = load_transforms(ds.channel_names, ct_window=ct_window)
+    loader = load_transforms(ds.channel_names, ct_window=ct_window, nifti=_all_nifti(ds))
     rng = np.random.default_rng(seed)
     train_data = slice_items(train_items, loader, slice_axis, keep_empty_fraction, rng)
     val_data = slice_items(val_items, loader, slice_axis, 1.0)
@@ -152,7 +159,7 @@ def make_3d_datasets(
     """
     if len(patch_size) != 3 or not ds.is_3d:
         raise DatasetError(ds.json_path, "training", f"3D datasets need volumes and a 3D patch, got {patch_size}")
-    loader = list(load_transforms(ds.channel_names, ct_window=ct_window).transforms)
+    loader = list(load_transforms(ds.channel_names, ct_window=ct_window, nifti=_all_nifti(ds)).transforms)
     crop = [
         SpatialPadd(list(KEYS), patch_size),
         RandCropByPosNegLabeld(list(KEYS), "label", patch_size, pos=1, neg=1, num_samples=samples_per_volume),

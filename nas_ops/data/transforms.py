@@ -97,13 +97,18 @@ def normalisation_for(
 
 
 def load_transforms(
-    channel_names: Sequence[str], keys: Sequence[str] = KEYS, ct_window: tuple[float, float] = CT_WINDOW
+    channel_names: Sequence[str],
+    keys: Sequence[str] = KEYS,
+    ct_window: tuple[float, float] = CT_WINDOW,
+    nifti: bool | None = None,
 ) -> Compose:
     """Read files (NIfTI via nibabel, PNG via PIL in ``(H, W)`` order), put channels first, normalise the image.
 
-    MSD multi-modal NIfTI ``(x, y, z, c)`` and RGB PNG ``(H, W, 3)`` both come out channel first.
+    MSD multi-modal NIfTI ``(x, y, z, c)`` and RGB PNG ``(H, W, 3)`` both come out channel first. ``nifti`` names
+    the one reader to use when the file type is known (MONAI otherwise tries both and logs the failed try).
     """
-    readers = [NibabelReader(), PILReader(reverse_indexing=False)]
+    png_reader = PILReader(reverse_indexing=False)
+    readers = {True: [NibabelReader()], False: [png_reader], None: [png_reader, NibabelReader()]}[nifti]
     transforms = [LoadImaged(list(keys), reader=readers), EnsureChannelFirstd(list(keys))]
     if "image" in keys:
         transforms.append(normalisation_for(channel_names, ct_window=ct_window))
