@@ -21,6 +21,8 @@ BUILTIN_METHODS: dict[str, str] = {
     "unet": "nas_ops.baselines.unet",
     "bionet": "nas_ops.bixnas.bionet",
     "bixnet": "nas_ops.bixnas.bixnet",
+    "mbnas": "nas_ops.mbnas.network",
+    "resunet": "nas_ops.baselines.resunet",
 }
 
 
