@@ -43,6 +43,29 @@ class SpecError(Exception):
         super().__init__(f"{field}: {problem}")
 
 
+def check_known_keys(spec: dict[str, Any], known: Any) -> None:
+    """Refuse a spec key the method does not read."""
+    for key in spec:
+        if key not in known:
+            raise SpecError(key, f"unknown key (known: {sorted(known)})")
+
+
+def check_positive_ints(values: Any, field: str, length: int | None = None, min_length: int = 1) -> None:
+    """Refuse anything but a list of positive integers (of ``length`` entries, or at least ``min_length``)."""
+    if not isinstance(values, list) or (length is not None and len(values) != length) or len(values) < min_length:
+        size = f"{length}" if length is not None else f"at least {min_length}"
+        raise SpecError(field, f"must be a list of {size} positive integers, got {values!r:.60}")
+    for i, v in enumerate(values):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise SpecError(f"{field}[{i}]", f"must be a positive integer, got {v!r}")
+
+
+def check_choice(value: Any, field: str, choices: Any) -> None:
+    """Refuse a value outside ``choices``."""
+    if value not in choices:
+        raise SpecError(field, f"must be one of {list(choices)}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Genotype:
     """One architecture: which method builds it, its I/O and the method's own ``spec``.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from monai.networks.nets import FlexibleUNet
 from torch import nn
 
-from nas_ops.genotype import Genotype, SpecError
+from nas_ops.genotype import Genotype, check_choice, check_known_keys, check_positive_ints
 from nas_ops.registry import register_method
 
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
@@ -39,19 +39,10 @@ class ResUNet(nn.Module):
 def validate(genotype: Genotype) -> None:
     """Check a ResU-Net spec: a ResNet backbone, five positive decoder widths, a known norm."""
     spec = genotype.spec
-    for key in spec:
-        if key not in DEFAULT_SPEC:
-            raise SpecError(key, f"unknown key (known: {sorted(DEFAULT_SPEC)})")
-    if spec.get("backbone", "resnet50") not in BACKBONES:
-        raise SpecError("backbone", f"must be one of {list(BACKBONES)}, got {spec.get('backbone')!r}")
-    dec = spec.get("decoder_channels", DEFAULT_SPEC["decoder_channels"])
-    if not isinstance(dec, list) or len(dec) != 5:
-        raise SpecError("decoder_channels", f"must be a list of 5 widths, got {dec!r}")
-    for i, c in enumerate(dec):
-        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
-            raise SpecError(f"decoder_channels[{i}]", f"must be a positive integer, got {c!r}")
-    if spec.get("norm", "batch") not in NORMS:
-        raise SpecError("norm", f"must be one of {list(NORMS)}, got {spec.get('norm')!r}")
+    check_known_keys(spec, DEFAULT_SPEC)
+    check_choice(spec.get("backbone", "resnet50"), "backbone", BACKBONES)
+    check_positive_ints(spec.get("decoder_channels", DEFAULT_SPEC["decoder_channels"]), "decoder_channels", length=5)
+    check_choice(spec.get("norm", "batch"), "norm", NORMS)
 
 
 def build(genotype: Genotype) -> ResUNet:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nas_ops.blocks import NORMS, ConvUnit, conv_type, max_pool
-from nas_ops.genotype import Genotype, SpecError
+from nas_ops.genotype import Genotype, SpecError, check_choice, check_known_keys, check_positive_ints
 from nas_ops.registry import register_method
 
 DEFAULT_SPEC = {"features": [32, 64, 128, 256, 512], "convs_per_level": 2, "kernel_size": 3, "norm": "batch"}
@@ -70,24 +70,15 @@ class UNet(nn.Module):
 def validate(genotype: Genotype) -> None:
     """Check a U-Net spec: a list of >= 2 positive widths, odd kernel, known norm."""
     spec = genotype.spec
-    allowed = set(DEFAULT_SPEC)
-    for key in spec:
-        if key not in allowed:
-            raise SpecError(key, f"unknown key (known: {sorted(allowed)})")
-    feats = spec.get("features")
-    if not isinstance(feats, list) or len(feats) < 2:
-        raise SpecError("features", "must be a list of at least 2 channel widths")
-    for i, f in enumerate(feats):
-        if not isinstance(f, int) or isinstance(f, bool) or f < 1:
-            raise SpecError(f"features[{i}]", f"must be a positive integer, got {f!r}")
+    check_known_keys(spec, DEFAULT_SPEC)
+    check_positive_ints(spec.get("features"), "features", min_length=2)
     cpl = spec.get("convs_per_level", 2)
-    if not isinstance(cpl, int) or cpl < 1:
+    if not isinstance(cpl, int) or isinstance(cpl, bool) or cpl < 1:
         raise SpecError("convs_per_level", f"must be a positive integer, got {cpl!r}")
     k = spec.get("kernel_size", 3)
-    if not isinstance(k, int) or k < 1 or k % 2 == 0:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
         raise SpecError("kernel_size", f"must be a positive odd integer, got {k!r}")
-    if spec.get("norm", "batch") not in NORMS:
-        raise SpecError("norm", f"must be one of {list(NORMS)}, got {spec.get('norm')!r}")
+    check_choice(spec.get("norm", "batch"), "norm", NORMS)
 
 
 def build(genotype: Genotype) -> UNet:
