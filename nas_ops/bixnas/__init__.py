@@ -5,4 +5,7 @@
   dead-block analysis and the building blocks shared by the supernet and BiX-Net.
 - :mod:`nas_ops.bixnas.supernet`: the Phase-1 supernet (selection matrices) with the shared-head API of Phase 2.
 - :mod:`nas_ops.bixnas.bixnet`: the searched network built from a genotype (method ``"bixnet"``).
+- :mod:`nas_ops.bixnas.search`: the search end to end (Phase 1 then Phase 2, resumable), run by ``search.json``;
+  :mod:`~nas_ops.bixnas.phase1` (selection matrices), :mod:`~nas_ops.bixnas.phase2` (progressive evolution with
+  the shared head), :mod:`~nas_ops.bixnas.context` (config, data, scoring), :mod:`~nas_ops.bixnas.plots`.
 """

@@ -88,21 +88,28 @@ class BiXSupernet(ExtractionNetwork):
         skip_sets: Sequence[Sequence[Sequence[int]]] | None = None,
         end_stage: int | None = None,
         prune: bool = False,
+        keep: Sequence[Sequence[bool]] | None = None,
     ) -> ExtractionState:
         """Run stages ``state.next_stage .. end_stage-1`` (default: to the last) and return the new state.
 
         ``skip_sets=None``: Phase-1 selection; otherwise every block averages its fixed inputs (the full
         ``[stage][level]`` table is passed; only the entries of the stages run are read). ``prune=True``
         skips blocks that cannot reach the output under ``skip_sets``: right for a tail that is finished
-        with these skip sets, wrong for a head shared by tails with other skip sets (keep it False there).
+        with these skip sets, wrong for a head shared by tails with other skip sets (keep it False there, or
+        pass ``keep``: a ``[stage][level]`` table of the blocks to run, e.g. the union of what the tails need).
         State tensors: stem ``(B, W, *S/2)``, stage outputs ``(B, W, *S/2^(l+1))`` at encoder level l.
         """
         if skip_sets is None:
-            if prune:
-                raise ValueError("prune needs fixed skip_sets")
+            if prune or keep is not None:
+                raise ValueError("prune and keep need fixed skip_sets")
             return self._run(state, self._full, end_stage, None, select=True)
+        if prune and keep is not None:
+            raise ValueError("pass prune or keep, not both")
         sets = normalise_skip_sets(skip_sets, self.iterations)
-        return self._run(state, sets, end_stage, analyse(sets).alive if prune else None)
+        alive = analyse(sets).alive if prune else None
+        if keep is not None:
+            alive = tuple(tuple(bool(b) for b in row) for row in keep)
+        return self._run(state, sets, end_stage, alive)
 
     def candidate_sets(self) -> SkipSets:
         """Phase-1 result: per block the unique ``argmax`` of the selection-matrix columns (first stage: ``(0,)``)."""

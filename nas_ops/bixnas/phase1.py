@@ -1,0 +1,163 @@
+"""BiX-NAS Phase 1: train the supernet's weights and selection matrices jointly, then extract candidate sets.
+
+One Adam optimiser over every parameter (weights and selection matrices), the Gumbel-softmax forward in
+training and validation alike, ``lr / (1 + lr_decay * epoch)`` per epoch (the authors' Keras-style decay; the
+paper's "decay 3e-3"). Every epoch logs the loss, validation IoU/Dice and the mean entropy of each block's
+selection probabilities (softmax over the N candidate rows of every column; ``ln 5 = 1.609`` is uniform), and
+checkpoints everything through :class:`~nas_ops.search_state.SearchState` (``phase1_state.pt``).
+
+At the end the argmax of every column gives each searching block its candidate set (``k <= N-2`` inputs):
+
+- ``phase1_genotype.json``: those candidate sets as a BiX-Net genotype (the paper's "Phase1" row);
+- ``phase1_selection.json``: per block the selection probabilities, candidates and entropy (for plots);
+- ``phase1_supernet.pt``: the trained supernet weights (Phase 2 may start from them);
+- ``phase1_result.json``: the summary (history included); ``plots/phase1_*.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from nas_ops.atomic import write_json_atomic
+from nas_ops.bixnas import plots
+from nas_ops.bixnas.context import SearchRun, check_same_config, save_state_dict
+from nas_ops.bixnas.space import LEVELS, SkipSets, describe, stage_name
+from nas_ops.bixnas.supernet import BiXSupernet
+from nas_ops.search_state import SearchState
+from nas_ops.training.loop import train_epoch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE, RESULT_FILE = "phase1_state.pt", "phase1_result.json"
+GENOTYPE_FILE, SELECTION_FILE, WEIGHTS_FILE = "phase1_genotype.json", "phase1_selection.json", "phase1_supernet.pt"
+
+
+def phase1_state(run: SearchRun) -> SearchState:
+    """The checkpoint of Phase 1 in the run's output folder."""
+    return SearchState(run.output_dir, STATE_FILE, RESULT_FILE)
+
+
+def selection_probabilities(model: BiXSupernet) -> dict[str, torch.Tensor]:
+    """Per searching block ``"dec0_level2"``: softmax over the rows of its selection matrix, ``(N, N-2)``."""
+    return {name: torch.softmax(m.detach().float().cpu(), dim=0) for name, m in model.selection.items()}
+
+
+def block_entropies(model: BiXSupernet) -> dict[str, float]:
+    """Per searching block, the mean over columns of the entropy (nats) of its selection probabilities."""
+    out = {}
+    for name, p in selection_probabilities(model).items():
+        out[name] = float(-(p * torch.log(p.clamp_min(1e-12))).sum(dim=0).mean())
+    return out
+
+
+def mean_entropy(model: BiXSupernet) -> float:
+    """Mean of :func:`block_entropies` over all searching blocks."""
+    values = list(block_entropies(model).values())
+    return sum(values) / len(values)
+
+
+def make_optimiser(model: BiXSupernet, run: SearchRun) -> tuple[torch.optim.Optimizer, Any]:
+    """One Adam over weights and selection matrices, with the per-epoch inverse-time learning-rate decay.
+
+    Two parameter groups: the weights (``phase1_lr``, ``phase1_weight_decay``) and the selection matrices
+    (``phase1_selection_lr``, default the same lr; no weight decay, which would pull them towards uniform).
+    """
+    c = run.config
+    selection_lr = c.phase1_lr if c.phase1_selection_lr is None else c.phase1_selection_lr
+    groups = [{"params": model.weight_parameters(), "lr": c.phase1_lr, "weight_decay": c.phase1_weight_decay},
+              {"params": list(model.selection.parameters()), "lr": selection_lr, "weight_decay": 0.0}]
+    opt = torch.optim.Adam(groups)
+    decay = c.phase1_lr_decay
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0 / (1.0 + decay * epoch))
+    return opt, sched
+
+
+def run_phase1(run: SearchRun) -> dict[str, Any]:
+    """Run (or resume, or return the result of) Phase 1 in ``run.output_dir``; returns the Phase-1 result."""
+    c = run.config
+    state = phase1_state(run)
+    model = run.new_supernet()
+    opt, sched = make_optimiser(model, run)
+    objects = {"model": model, "optimiser": opt, "scheduler": sched}
+    generators = {"loader": run.loader_rng}
+    resumed = state.resume(objects, generators=generators)
+    if resumed.finished:
+        log.info("Phase 1 in %s already finished: candidate sets in %s", run.output_dir, GENOTYPE_FILE)
+        return resumed.result
+    identity = run.identity(phase1_only=True)
+    if not resumed.fresh:
+        check_same_config(resumed.state.get("config", {}), identity, state.path)
+    history: list[dict[str, Any]] = resumed.state.get("history", [])
+    entropy_init = resumed.state["entropy_init"] if history else mean_entropy(model)
+    if history:
+        log.info("Phase 1: resuming at epoch %d/%d from %s", len(history) + 1, c.phase1_epochs, state.path)
+    else:
+        log.info("Phase 1: %d epochs, %d training batches each, supernet of %d searching blocks",
+                 c.phase1_epochs, run.num_train_batches(), len(model.selection))
+    bar = tqdm(range(len(history), c.phase1_epochs), desc="Phase 1", initial=len(history), total=c.phase1_epochs,
+               dynamic_ncols=True)
+    for epoch in bar:
+        tic = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        loss = train_epoch(model, run.train_batches(epoch), opt, run.loss_fn, run.device,
+                           desc=f"Phase 1 epoch {epoch + 1}")
+        sched.step()
+        model.eval()
+        (iou, dice), = run.validate(lambda x: [model(x)], 1)
+        entropies = block_entropies(model)
+        row = {"phase": 1, "epoch": epoch + 1, "lr": lr, "loss": loss, "val_iou": iou, "val_dice": dice,
+               "mean_entropy": sum(entropies.values()) / len(entropies), "block_entropy": entropies,
+               "seconds": round(time.perf_counter() - tic, 2)}
+        history.append(row)
+        loop_state = {"config": identity, "entropy_init": entropy_init, "history": history}
+        state.save(loop_state, objects=objects, generators=generators)
+        run.write_log(history)
+        bar.set_postfix(loss=f"{loss:.3f}", iou=f"{iou:.3f}", H=f"{row['mean_entropy']:.3f}")
+        log.info("Phase 1 epoch %d/%d: loss %.4f, val IoU %.4f, Dice %.4f, mean selection entropy %.4f (%.1fs)",
+                 epoch + 1, c.phase1_epochs, loss, iou, dice, row["mean_entropy"], row["seconds"])
+    return _finish(run, state, model, history, identity, entropy_init)
+
+
+def _finish(
+    run: SearchRun, state: SearchState, model: BiXSupernet, history: list[dict], identity: dict, entropy_init: float
+) -> dict:
+    """Extract the candidate sets and write the Phase-1 outputs; marks Phase 1 finished."""
+    sets: SkipSets = model.candidate_sets()
+    params, macs = run.cost(sets)
+    scores = {"val_iou": history[-1]["val_iou"], "val_dice": history[-1]["val_dice"], "params": params,
+              "macs": macs, "input_shape": list(run.input_shape)}
+    provenance = {"method": "BiX-NAS Phase 1 (selection matrices; candidate sets = argmax per column)",
+                  "search_config": run.config.as_dict(), "seed": run.seed, "dataset": run.dataset_info,
+                  "scores": scores}
+    genotype = run.genotype(sets, "bixnas_phase1", provenance)
+    genotype.save(run.output_dir / GENOTYPE_FILE)
+    probs = selection_probabilities(model)
+    entropies = block_entropies(model)
+    selection = {"candidates_order": "row i = candidate input i (0: sequential; k: level k-1 of the preceding "
+                                     "extraction stage); columns: the N-2 picks",
+                 "ln_n": math.log(probs[next(iter(probs))].shape[0]),
+                 "blocks": {name: {"stage": s, "level": lv, "probabilities": probs[name].tolist(),
+                                   "candidates": list(sets[s][lv]), "entropy": entropies[name]}
+                            for s in range(1, len(sets)) for lv in range(LEVELS)
+                            for name in [f"{stage_name(s)}_level{lv}"]},
+                 "entropy_init": entropy_init, "entropy_history": [row["mean_entropy"] for row in history]}
+    write_json_atomic(run.output_dir / SELECTION_FILE, selection)
+    save_state_dict(model, run.output_dir / WEIGHTS_FILE)
+    if run.plots:
+        plots.plot_selection(selection, run.output_dir / "plots" / "phase1_selection.png")
+        plots.plot_phase1_history(history, run.output_dir / "plots" / "phase1_history.png", entropy_init)
+    last = history[-1]["mean_entropy"]
+    result = {"config": identity, "candidate_sets": [[list(ins) for ins in stage] for stage in sets],
+              "scores": scores, "entropy_init": entropy_init, "entropy_final": last, "history": history}
+    state.finish(result)
+    log.info("Phase 1 done: mean selection entropy %.4f -> %.4f; candidate sets (%s MACs at %s):\n%s",
+             entropy_init, last, f"{macs:,}", "x".join(map(str, run.input_shape)), describe(sets))
+    return result
+
+

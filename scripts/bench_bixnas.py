@@ -1,0 +1,163 @@
+"""Benchmarks of the BiX-NAS code on the CPU (not run in CI): the Phase-2 shared head, and training-step speed.
+
+python scripts/bench_bixnas.py phase2 --size 128 --samples 15 --keep 3 --repeats 3
+    Per searched stage: the step time (forward + backward) of every sample run whole ("naive") against the shared
+    head (stages before the searched one run once, each sample runs only its tail), beside the ratio the MAC counts
+    of the two computations predict.
+python scripts/bench_bixnas.py networks --size 256 --batch 2 --repeats 7
+    Training-step time (forward + backward + Adam step) of BiX-Net (released genotype), BiO-Net++ (plain net) and
+    BiO-Net (T=3, integrate) as a ratio to MONAI's BasicUNet(features=(32, 64, 128, 256, 512, 32)), measured in the
+    same run with interleaved repetitions (median).
+
+Both use one torch thread by default (``--threads``). Results print as markdown tables.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import fire
+import numpy as np
+import torch
+from torch import nn
+
+from nas_ops.bixnas.bionet import bionet_genotype
+from nas_ops.bixnas.bixnet import bionet_pp_genotype, released_genotype
+from nas_ops.bixnas.phase2 import combine, draw_stage_samples, searched_stages, shared_head_step, tails_forward
+from nas_ops.bixnas.space import LEVELS, SkipSets, candidates, normalise_skip_sets, stage_name
+from nas_ops.bixnas.supernet import BiXSupernet
+from nas_ops.cost_model import count_macs
+from nas_ops.registry import build_network
+from nas_ops.training.losses import make_loss
+
+
+def _median_times(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each step, the steps interleaved in every repetition."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            tic = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def phase1_like_sets(iterations: int = 3, seed: int = 0) -> SkipSets:
+    """Candidate sets as Phase 1 extracts them: per block the unique argmax of N-2 random columns."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for s in range(2 * iterations):
+        cands = candidates(s)
+        sets.append([sorted({int(rng.choice(cands)) for _ in range(3)}) if s else [0] for _ in range(LEVELS)])
+    return normalise_skip_sets(sets, iterations)
+
+
+class _Computation(nn.Module):
+    """Wraps a forward of the supernet so that the cost model counts its MACs."""
+
+    def __init__(self, model: BiXSupernet, forward: Callable[[BiXSupernet, torch.Tensor], object]) -> None:
+        super().__init__()
+        self.model = model
+        self._forward = forward
+
+    def forward(self, x: torch.Tensor) -> object:
+        return self._forward(self.model, x)
+
+
+def phase2(
+    size: int = 128,
+    batch: int = 2,
+    samples: int = 15,
+    keep: int = 3,
+    repeats: int = 3,
+    threads: int = 1,
+    seed: int = 0,
+    stages: Sequence[int] | None = None,
+) -> list[dict]:
+    """Naive per-sample steps vs the shared head, per searched stage; measured and MAC-predicted ratios."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    phase1 = phase1_like_sets()
+    model = BiXSupernet(2, 3, 2).train()
+    loss_fn = make_loss("dice_ce")
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 2, (batch, 1, size, size))
+    population: list[SkipSets] = [phase1]
+    rows = []
+    print(f"| stage | architectures | naive step (s) | shared-head step (s) | measured ratio | MAC ratio |"
+          f"\n|---|---|---|---|---|---|  <!-- {size}x{size}, batch {batch}, {threads} thread(s), "
+          f"median of {repeats} -->")
+    for stage in searched_stages(3):
+        networks = combine(population, stage, draw_stage_samples(rng, phase1, stage, samples))
+        if stages is None or stage in stages:
+            n = len(networks)
+
+            def naive(nets: list[SkipSets] = networks, n: int = n) -> None:
+                model.zero_grad(set_to_none=True)
+                for sets in nets:  # one graph at a time: the same arithmetic as mean(losses).backward()
+                    (loss_fn(model.forward_fixed(x, sets), y) / n).backward()
+
+            def shared(nets: list[SkipSets] = networks, stage: int = stage) -> None:
+                model.zero_grad(set_to_none=True)
+                shared_head_step(model, x, y, nets, stage, loss_fn)
+
+            t = _median_times({"naive": naive, "shared": shared}, repeats)
+            shape = (3, size, size)
+            naive_macs = sum(count_macs(_Computation(model, lambda m, v, s=sets: m.forward_fixed(v, s)), shape)
+                             for sets in networks)
+            shared_macs = count_macs(_Computation(model, lambda m, v, nets=networks, s=stage:
+                                                  tails_forward(m, v, nets, s)), shape)
+            row = {"stage": stage_name(stage), "architectures": n, "naive_s": t["naive"], "shared_s": t["shared"],
+                   "measured_ratio": t["naive"] / t["shared"], "mac_ratio": naive_macs / shared_macs}
+            rows.append(row)
+            print(f"| {stage} ({row['stage']}) | {n} | {t['naive']:.3f} | {t['shared']:.3f} | "
+                  f"{row['measured_ratio']:.2f} | {row['mac_ratio']:.2f} |", flush=True)
+        population = networks[:keep]  # the next stage searches below some retained architectures
+    return rows
+
+
+def networks(size: int = 256, batch: int = 2, repeats: int = 7, threads: int = 1, seed: int = 0) -> dict[str, float]:
+    """Training-step time of BiX-Net, BiO-Net++ and BiO-Net as a ratio to MONAI's BasicUNet (same run)."""
+    from monai.networks.nets import BasicUNet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    nets: dict[str, nn.Module] = {
+        "BasicUNet(32..512)": BasicUNet(2, 3, 2, features=(32, 64, 128, 256, 512, 32)),
+        "BiX-Net (released)": build_network(released_genotype()),
+        "BiO-Net++": build_network(bionet_pp_genotype()),
+        "BiO-Net (T=3, integrate)": build_network(bionet_genotype()),
+    }
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 2, (batch, size, size))
+    steps = {}
+    for name, net in nets.items():
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def step(net: nn.Module = net, opt: torch.optim.Optimizer = opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+
+        net.train()
+        steps[name] = step
+    t = _median_times(steps, repeats)
+    macs = {name: count_macs(net, (3, size, size)) for name, net in nets.items()}
+    base, base_macs = t["BasicUNet(32..512)"], macs["BasicUNet(32..512)"]
+    targets = {"BiX-Net (released)": 0.66, "BiO-Net++": 1.26, "BiO-Net (T=3, integrate)": 1.70}
+    print("| network | step (s) | ratio to BasicUNet | target | GMACs per image | MAC ratio |\n"
+          f"|---|---|---|---|---|---|  <!-- {size}x{size}, batch {batch}, {threads} thread(s), "
+          f"median of {repeats} interleaved -->")
+    for name, seconds in t.items():
+        target = f"<= {targets[name]:.2f}" if name in targets else ""
+        print(f"| {name} | {seconds:.3f} | {seconds / base:.2f} | {target} | {macs[name] / 1e9:.2f} | "
+              f"{macs[name] / base_macs:.2f} |")
+    return {name: seconds / base for name, seconds in t.items()}
+
+
+if __name__ == "__main__":
+    fire.Fire({"phase2": phase2, "networks": networks})
