@@ -10,7 +10,7 @@ import torch
 
 from nas_ops.baselines.unet import unet_genotype
 from nas_ops.data import make_mri_dataset, make_nuclei_dataset
-from nas_ops.errors import DatasetError, GenotypeError
+from nas_ops.errors import DatasetError, GenotypeError, InputError
 from nas_ops.training.evaluation import evaluate
 from nas_ops.training.inference import predict
 from nas_ops.training.trainer import train
@@ -73,6 +73,12 @@ def test_finished_training_is_not_run_again(tmp_path, mri):
     mtime = (tmp_path / "run" / "model.pt").stat().st_mtime_ns
     again = _train(g, mri, tmp_path / "run", epochs=1)
     assert again == first
+    assert (tmp_path / "run" / "model.pt").stat().st_mtime_ns == mtime
+    other = unet_genotype(2, 1, 3, features=[4, 8, 16]).save(tmp_path / "other.json")
+    with pytest.raises(InputError, match="train_state.pt: field 'genotype': this output_dir holds a training"):
+        _train(other, mri, tmp_path / "run", epochs=1)
+    with pytest.raises(InputError, match="field 'epochs'"):
+        _train(g, mri, tmp_path / "run", epochs=2)
     assert (tmp_path / "run" / "model.pt").stat().st_mtime_ns == mtime
 
 

@@ -20,6 +20,7 @@ from monai.utils import set_determinism
 from nas_ops.atomic import atomic_write, write_json_atomic
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.setup import prepare_fold
+from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
 from nas_ops.search_state import SearchState
@@ -34,6 +35,19 @@ def seed_epoch(dataset, seed: int, epoch: int) -> None:
     transform = getattr(dataset, "transform", None)
     if transform is not None and hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=(seed * 100_003 + epoch) % 2**31)
+
+
+def refuse_other_settings(state: SearchState, settings: dict) -> None:
+    """Refuse to resume (or report) a training in an output_dir that was started with other settings."""
+    if not state.exists():
+        return
+    saved = state.load(restore_rng=False).get("settings", {})
+    for key, value in settings.items():
+        if key in saved and saved[key] != value:
+            raise InputError(
+                state.path, key, f"this output_dir holds a training with another {key} ({saved[key]!r:.80}, now "
+                f"{value!r:.80}): pass another output_dir, or delete it to start again",
+            )
 
 
 def train(
@@ -82,8 +96,17 @@ def train(
     val_loader = DataLoader(data.val, batch_size=val_batch, shuffle=False, num_workers=num_workers)
     roi = list(patch_size) if genotype.spatial_dims == 3 else None
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "genotype": {k: v for k, v in genotype.to_dict().items() if k != "provenance"}, "fold": fold,
+        "n_folds": n_folds, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "optimiser": optimiser, "loss": loss, "lr_power": lr_power,
+        "val_interval": val_interval, "spatial_size": list(spatial_size), "slice_axis": slice_axis,
+        "patch_size": list(patch_size), "samples_per_volume": samples_per_volume,
+        "keep_empty_fraction": keep_empty_fraction,
+    }
     state = SearchState(output_dir, "train_state.pt", "train_result.json")
+    refuse_other_settings(state, settings)
+    output_dir.mkdir(parents=True, exist_ok=True)
     objects = {"model": model, "optimiser": opt, "scheduler": sched}
     resumed = state.resume(objects, generators={"loader": loader_rng})
     if resumed.finished:
@@ -105,7 +128,7 @@ def train(
         history.append(row)
         log.info("epoch %d/%d loss %.4f val dice %s (%.1fs)", epoch + 1, epochs, row["loss"],
                  row.get("val_dice", "-"), row["seconds"])
-        state.save({"history": history}, objects=objects, generators={"loader": loader_rng})
+        state.save({"history": history, "settings": settings}, objects=objects, generators={"loader": loader_rng})
 
     atomic_write(output_dir / "model.pt", lambda fh: torch.save(model.state_dict(), fh))
     genotype.save(output_dir / "genotype.json")
