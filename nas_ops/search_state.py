@@ -21,7 +21,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 import torch
 
-from nas_ops.atomic import atomic_write
+from nas_ops.atomic import atomic_write, write_json_atomic
 from nas_ops.errors import InputError
 
 FORMAT = "nas_ops.search_state"
@@ -288,8 +288,7 @@ class SearchState:
         atomic_write(self.path, write)
 
     def _write_result(self, result: Any) -> None:
-        text = json.dumps(result, indent=2) + "\n"
-        atomic_write(self.result_path, lambda fh: fh.write(text.encode("utf-8")))
+        write_json_atomic(self.result_path, result)
 
     def _read(self, *, mmap: bool) -> dict[str, Any]:
         """Load and validate the checkpoint; mmap avoids reading tensor data when only the header is needed."""
@@ -311,3 +310,19 @@ class SearchState:
             if not isinstance(payload[key], kind):
                 raise InputError(self.path, key, f"has type {type(payload[key]).__name__}")
         return payload
+
+
+def refuse_other_settings(
+    saved: Mapping[str, Any], wanted: Mapping[str, Any], source: str | Path, what: str = "search", ignore=()
+) -> None:
+    """Refuse to resume (or report) a run in an output_dir started with settings that change its result.
+
+    Names the first key whose saved value differs; keys in ``ignore`` (devices, threads, paths) may change.
+    """
+    for key, value in wanted.items():
+        if key in ignore or key not in saved or saved[key] == value:
+            continue
+        raise InputError(
+            source, key, f"this output_dir holds a {what} run with {key}={saved[key]!r:.80}, now {value!r:.80}: "
+            "pass another output_dir, or the same settings to resume it",
+        )

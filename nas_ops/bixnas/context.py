@@ -167,14 +167,6 @@ def check_run_args(phase: str, fold: int, n_folds: int, seed: int) -> None:
         raise InputError(CONFIG_SOURCE, "seed", f"must be a non-negative integer, got {seed!r}")
 
 
-def check_same_config(saved: dict[str, Any], wanted: dict[str, Any], source: str | Path) -> None:
-    """Refuse to resume a search in ``source`` that was started with other settings (names the first key)."""
-    for key, value in wanted.items():
-        if key in saved and saved[key] != value:
-            raise InputError(source, key, f"this output_dir holds a search run with {key}={saved[key]!r}, the config "
-                             f"asks {value!r}: use another output_dir, or the same settings to resume it")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # scoring
 # ----------------------------------------------------------------------------------------------------------

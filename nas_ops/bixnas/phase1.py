@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from nas_ops.atomic import write_json_atomic
 from nas_ops.bixnas import plots
-from nas_ops.bixnas.context import SearchRun, check_same_config, save_state_dict
+from nas_ops.bixnas.context import SearchRun, save_state_dict
 from nas_ops.bixnas.space import LEVELS, SkipSets, describe, stage_name
 from nas_ops.bixnas.supernet import BiXSupernet
-from nas_ops.search_state import SearchState
+from nas_ops.search_state import SearchState, refuse_other_settings
 from nas_ops.training.loop import train_epoch
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def run_phase1(run: SearchRun) -> dict[str, Any]:
         return resumed.result
     identity = run.identity(phase1_only=True)
     if not resumed.fresh:
-        check_same_config(resumed.state.get("config", {}), identity, state.path)
+        refuse_other_settings(resumed.state.get("config", {}), identity, state.path)
     history: list[dict[str, Any]] = resumed.state.get("history", [])
     entropy_init = resumed.state["entropy_init"] if history else mean_entropy(model)
     if history:

@@ -43,7 +43,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas_ops.bixnas import plots
-from nas_ops.bixnas.context import SearchRun, check_same_config
+from nas_ops.bixnas.context import SearchRun
 from nas_ops.bixnas.phase1 import WEIGHTS_FILE
 from nas_ops.bixnas.space import (
     LEVELS,
@@ -58,7 +58,7 @@ from nas_ops.bixnas.space import (
 )
 from nas_ops.bixnas.supernet import BiXSupernet
 from nas_ops.pareto import select_from_front
-from nas_ops.search_state import SearchState
+from nas_ops.search_state import SearchState, refuse_other_settings
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any]) -> dict[str, Any]:
         return resumed.result
     identity = run.identity()
     if not resumed.fresh:
-        check_same_config(resumed.state.get("config", {}), identity, state.path)
+        refuse_other_settings(resumed.state.get("config", {}), identity, state.path)
     phase1_sets = _as_sets(phase1_result["candidate_sets"], c.iterations)
     pos: dict[str, Any] = dict(resumed.state) if not resumed.fresh else {
         "config": identity, "stage_index": 0, "epoch": 0, "population": [_as_lists(phase1_sets)], "networks": None,

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
-from nas_ops.bixnas.context import CONFIG_SOURCE, SearchConfig, SearchRun, check_run_args, check_same_config
+from nas_ops.bixnas.context import CONFIG_SOURCE, SearchConfig, SearchRun, check_run_args
 from nas_ops.bixnas.phase1 import phase1_state, run_phase1
 from nas_ops.bixnas.phase2 import GENOTYPE_FILE, phase2_state, run_phase2
 from nas_ops.data.setup import prepare_fold
 from nas_ops.errors import InputError
-from nas_ops.search_state import SearchState
+from nas_ops.search_state import SearchState, refuse_other_settings
 from nas_ops.training.loop import resolve_device
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _finished_result(output_dir: Path, phase: str, identity: dict, phase1_identi
     if not wanted.finished:
         return None
     result = wanted.result
-    check_same_config(result.get("config", {}), phase1_identity if phase == "phase1" else identity, wanted.path)
+    refuse_other_settings(result.get("config", {}), phase1_identity if phase == "phase1" else identity, wanted.path)
     log.info("the search in %s has already finished (%s): nothing to run", output_dir, wanted.result_path.name)
     if phase == "phase1":
         return _summary(output_dir, result, None)
@@ -105,7 +105,7 @@ def _check_resumable(run: SearchRun, phase: str) -> None:
     for state, identity in checks:
         if state.exists():
             saved = state.result if state.finished else state.load(restore_rng=False)
-            check_same_config(saved.get("config", {}), identity, state.path)
+            refuse_other_settings(saved.get("config", {}), identity, state.path)
 
 
 def _summary(output_dir: Path, phase1: dict[str, Any], phase2: dict[str, Any] | None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from nas_ops.mbnas.evaluate import TrainingBudget, make_runner
 from nas_ops.mbnas.local_search import LocalSearch
 from nas_ops.mbnas.plots import draw_genotype, plot_trajectory
 from nas_ops.mbnas.space import KERNEL_SIZES, Node, SearchSpace, make_genotype
-from nas_ops.search_state import SearchState
+from nas_ops.search_state import SearchState, refuse_other_settings
 
 log = logging.getLogger(__name__)
 CONFIG_FILENAME = "search_config.json"
@@ -143,13 +143,7 @@ def _check_resume_config(path: Path, config: dict[str, Any]) -> None:
     """Refuse to resume a search with settings that change its result (a new output_dir is needed then)."""
     if not path.is_file() or not SearchState(path.parent).exists():
         return
-    saved = json.loads(path.read_text())
-    for key, value in config.items():
-        if key in _RUNTIME_KEYS or key == "dataset_dir":
-            continue
-        if key in saved and saved[key] != value:
-            raise InputError(path, key, f"is {value!r} but the checkpointed search used {saved[key]!r}; use another "
-                             "output_dir or the same setting")
+    refuse_other_settings(json.loads(path.read_text()), config, path, ignore={*_RUNTIME_KEYS, "dataset_dir"})
 
 
 def fit_genotype(genotype_path: str | Path, dataset_dir: str | Path, output_path: str | Path) -> str:

@@ -20,10 +20,9 @@ from monai.utils import set_determinism
 from nas_ops.atomic import atomic_write, write_json_atomic
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.setup import prepare_fold
-from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
-from nas_ops.search_state import SearchState
+from nas_ops.search_state import SearchState, refuse_other_settings
 from nas_ops.training.loop import make_optimiser, resolve_device, train_epoch, validate_dice
 from nas_ops.training.losses import make_loss
 
@@ -35,19 +34,6 @@ def seed_epoch(dataset, seed: int, epoch: int) -> None:
     transform = getattr(dataset, "transform", None)
     if transform is not None and hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=(seed * 100_003 + epoch) % 2**31)
-
-
-def refuse_other_settings(state: SearchState, settings: dict) -> None:
-    """Refuse to resume (or report) a training in an output_dir that was started with other settings."""
-    if not state.exists():
-        return
-    saved = state.load(restore_rng=False).get("settings", {})
-    for key, value in settings.items():
-        if key in saved and saved[key] != value:
-            raise InputError(
-                state.path, key, f"this output_dir holds a training with another {key} ({saved[key]!r:.80}, now "
-                f"{value!r:.80}): pass another output_dir, or delete it to start again",
-            )
 
 
 def train(
@@ -105,7 +91,8 @@ def train(
         "keep_empty_fraction": keep_empty_fraction,
     }
     state = SearchState(output_dir, "train_state.pt", "train_result.json")
-    refuse_other_settings(state, settings)
+    if state.exists():
+        refuse_other_settings(state.load(restore_rng=False).get("settings", {}), settings, state.path, "training")
     output_dir.mkdir(parents=True, exist_ok=True)
     objects = {"model": model, "optimiser": opt, "scheduler": sched}
     resumed = state.resume(objects, generators={"loader": loader_rng})
