@@ -1,0 +1,38 @@
+"""Every bundle's configs/metadata.json carries what the MONAI Bundle specification makes mandatory.
+
+The specification (MONAI docs, "MONAI Bundle Specification", metadata.json file) lists the mandatory top-level
+keys and the keys every input/output tensor format specifier must have; the JSON schema it points to is a
+download, so it is checked here by those lists, offline.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+BUNDLES = sorted((Path(__file__).resolve().parents[1] / "bundles").glob("*/configs/metadata.json"))
+MANDATORY = ("version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "authors",
+             "copyright", "network_data_format")
+TENSOR_KEYS = ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
+               "channel_def")
+
+
+def test_every_bundle_has_metadata():
+    assert {p.parts[-3] for p in BUNDLES} >= {"bixnas", "mbnas"}
+
+
+@pytest.mark.parametrize("path", BUNDLES, ids=[p.parts[-3] for p in BUNDLES])
+def test_metadata_has_the_mandatory_keys(path):
+    meta = json.loads(path.read_text())
+    assert [k for k in MANDATORY if k not in meta] == []
+    assert any(k in meta for k in ("required_packages_version", "optional_packages_version"))
+    assert meta["schema"].startswith("https://github.com/Project-MONAI/")
+    assert all(isinstance(meta[k], str) and meta[k] for k in ("version", "task", "description", "authors"))
+    assert meta["version"] in meta.get("changelog", {meta["version"]: ""})
+    fmt = meta["network_data_format"]
+    assert set(fmt) >= {"inputs", "outputs"} and fmt["inputs"] and fmt["outputs"]
+    for tensor in (*fmt["inputs"].values(), *fmt["outputs"].values()):
+        assert [k for k in TENSOR_KEYS if k not in tensor] == []
+        assert tensor["num_channels"] == len(tensor["channel_def"])
+        assert len(tensor["spatial_shape"]) in (2, 3) and isinstance(tensor["is_patch_data"], bool)
+        assert len(tensor["value_range"]) in (0, 2)
