@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
@@ -14,6 +15,31 @@ def conv_type(spatial_dims: int, transposed: bool = False) -> type[nn.Module]:
     if transposed:
         return nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
     return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+
+
+class _SelfConcatFold:
+    """A conv over ``2C`` channels that, given only ``C``, computes ``conv(concat(x, x))`` as one conv over ``x``
+    with the two input halves of its weight summed: the same output and gradients for half the MACs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if 2 * c != self.in_channels or self.groups != 1:
+            return super().forward(x)
+        return self._conv_forward(x, self.weight[:, :c] + self.weight[:, c:], self.bias)
+
+
+class SelfConcatConv2d(_SelfConcatFold, nn.Conv2d):
+    """``nn.Conv2d`` that folds a self-concatenated input (see ``_SelfConcatFold``)."""
+
+
+class SelfConcatConv3d(_SelfConcatFold, nn.Conv3d):
+    """``nn.Conv3d`` that folds a self-concatenated input (see ``_SelfConcatFold``)."""
+
+
+def self_concat_conv_type(spatial_dims: int) -> type[nn.Module]:
+    """The conv class that accepts ``x`` in place of ``concat(x, x)``, for the spatial dimensionality."""
+    conv_type(spatial_dims)  # checks spatial_dims
+    return SelfConcatConv2d if spatial_dims == 2 else SelfConcatConv3d
 
 
 def norm_layer(norm: str, spatial_dims: int, channels: int) -> nn.Module:

@@ -4,7 +4,8 @@ MACs are counted by forward hooks on every conv, transposed conv and linear *cal
 called three times (weights shared across iterations) counts three times, and a module registered
 under two names still has one hook, so it is not counted twice per call. Per call:
 
-- conv: output elements x (in_channels / groups) x kernel volume
+- conv: output elements x (input channels / groups) x kernel volume (the channels of the input it was
+  given: a conv that folds a self-concatenated input runs over half its ``in_channels``)
 - transposed conv: input elements x (out_channels / groups) x kernel volume (counting it by output
   size would overcount a stride-2 one 2^d times)
 - linear: output elements x in_features
@@ -53,7 +54,7 @@ def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
         per_elem = module.out_channels // module.groups * math.prod(module.kernel_size)
         return inp.numel() // batch * per_elem
     if isinstance(module, _CONVS):
-        return out.numel() // batch * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+        return out.numel() // batch * (inp.shape[1] // module.groups) * math.prod(module.kernel_size)
     return out.numel() // batch * module.in_features  # nn.Linear
 
 

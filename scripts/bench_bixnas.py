@@ -8,8 +8,10 @@ python scripts/bench_bixnas.py networks --size 256 --batch 2 --repeats 7
     Training-step time (forward + backward + Adam step) of BiX-Net (released genotype), BiO-Net++ (plain net) and
     BiO-Net (T=3, integrate) as a ratio to MONAI's BasicUNet(features=(32, 64, 128, 256, 512, 32)), measured in the
     same run with interleaved repetitions (median).
+python scripts/bench_bixnas.py bionet_variants --size 256 --batch 2 --repeats 7
+    The same for BiO-Net with each of its two speed choices on and off (fold_first_skip, channels-last layout).
 
-Both use one torch thread by default (``--threads``). Results print as markdown tables.
+All use one torch thread by default (``--threads``). Results print as markdown tables.
 """
 
 from __future__ import annotations
@@ -121,18 +123,10 @@ def phase2(
     return rows
 
 
-def networks(size: int = 256, batch: int = 2, repeats: int = 7, threads: int = 1, seed: int = 0) -> dict[str, float]:
-    """Training-step time of BiX-Net, BiO-Net++ and BiO-Net as a ratio to MONAI's BasicUNet (same run)."""
-    from monai.networks.nets import BasicUNet
-
+def _step_ratios(nets: dict[str, nn.Module], size: int, batch: int, repeats: int, threads: int,
+                 targets: dict[str, float]) -> dict[str, float]:
+    """Print the training-step time of every network as a ratio to the first one (same run, interleaved)."""
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    nets: dict[str, nn.Module] = {
-        "BasicUNet(32..512)": BasicUNet(2, 3, 2, features=(32, 64, 128, 256, 512, 32)),
-        "BiX-Net (released)": build_network(released_genotype()),
-        "BiO-Net++": build_network(bionet_pp_genotype()),
-        "BiO-Net (T=3, integrate)": build_network(bionet_genotype()),
-    }
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 2, (batch, size, size))
     steps = {}
     for name, net in nets.items():
@@ -147,9 +141,9 @@ def networks(size: int = 256, batch: int = 2, repeats: int = 7, threads: int = 1
         steps[name] = step
     t = _median_times(steps, repeats)
     macs = {name: count_macs(net, (3, size, size)) for name, net in nets.items()}
-    base, base_macs = t["BasicUNet(32..512)"], macs["BasicUNet(32..512)"]
-    targets = {"BiX-Net (released)": 0.66, "BiO-Net++": 1.26, "BiO-Net (T=3, integrate)": 1.70}
-    print("| network | step (s) | ratio to BasicUNet | target | GMACs per image | MAC ratio |\n"
+    base_name = next(iter(nets))
+    base, base_macs = t[base_name], macs[base_name]
+    print(f"| network | step (s) | ratio to {base_name.split('(')[0]} | target | GMACs per image | MAC ratio |\n"
           f"|---|---|---|---|---|---|  <!-- {size}x{size}, batch {batch}, {threads} thread(s), "
           f"median of {repeats} interleaved -->")
     for name, seconds in t.items():
@@ -159,5 +153,38 @@ def networks(size: int = 256, batch: int = 2, repeats: int = 7, threads: int = 1
     return {name: seconds / base for name, seconds in t.items()}
 
 
+def _basic_unet() -> nn.Module:
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(2, 3, 2, features=(32, 64, 128, 256, 512, 32))
+
+
+def networks(size: int = 256, batch: int = 2, repeats: int = 7, threads: int = 1, seed: int = 0) -> dict[str, float]:
+    """Training-step time of BiX-Net, BiO-Net++ and BiO-Net as a ratio to MONAI's BasicUNet (same run)."""
+    torch.manual_seed(seed)
+    nets: dict[str, nn.Module] = {
+        "BasicUNet(32..512)": _basic_unet(),
+        "BiX-Net (released)": build_network(released_genotype()),
+        "BiO-Net++": build_network(bionet_pp_genotype()),
+        "BiO-Net (T=3, integrate)": build_network(bionet_genotype()),
+    }
+    targets = {"BiX-Net (released)": 0.66, "BiO-Net++": 1.26, "BiO-Net (T=3, integrate)": 1.70}
+    return _step_ratios(nets, size, batch, repeats, threads, targets)
+
+
+def bionet_variants(size: int = 256, batch: int = 2, repeats: int = 7, threads: int = 1,
+                    seed: int = 0) -> dict[str, float]:
+    """BiO-Net's training step with and without its two implementation choices (fold_first_skip, channels-last
+    layout), as a ratio to MONAI's BasicUNet (same run): what each choice is worth."""
+    torch.manual_seed(seed)
+    nets: dict[str, nn.Module] = {"BasicUNet(32..512)": _basic_unet()}
+    for fold in (False, True):
+        for channels_last in (False, True):
+            net = build_network(bionet_genotype(fold_first_skip=fold))
+            net.channels_last = channels_last
+            nets[f"BiO-Net fold_first_skip={fold}, {'channels-last' if channels_last else 'channels-first'}"] = net
+    return _step_ratios(nets, size, batch, repeats, threads, {})
+
+
 if __name__ == "__main__":
-    fire.Fire({"phase2": phase2, "networks": networks})
+    fire.Fire({"phase2": phase2, "networks": networks, "bionet_variants": bionet_variants})

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from nas_ops.baselines.unet import unet_genotype
+from nas_ops.blocks import self_concat_conv_type
 from nas_ops.cost_model import count_macs, count_params, measure_cost, peak_activation_memory
 from nas_ops.registry import build_network
 
@@ -42,6 +43,20 @@ def test_grouped_and_3d_convs():
     model = nn.Sequential(nn.Conv3d(4, 8, 3, padding=1, groups=2), nn.ConvTranspose3d(8, 4, 2, stride=2, groups=4))
     macs = count_macs(model, (4, 4, 4, 4))
     assert macs == 64 * 8 * 2 * 27 + 64 * 8 * 1 * 8
+
+
+def test_self_concat_conv_counts_the_channels_it_runs():
+    """A conv over concat(x, skip) that folds concat(x, x) into one conv over x: MACs of what runs, same output."""
+    torch.manual_seed(0)
+    for spatial_dims, shape in ((2, (3, 8, 8)), (3, (3, 4, 4, 4))):
+        conv = self_concat_conv_type(spatial_dims)(6, 5, 3, padding=1)
+        assert isinstance(conv, (nn.Conv2d, nn.Conv3d)) and count_params(conv) == 6 * 5 * 3**spatial_dims + 5
+        voxels = 8 * 8 if spatial_dims == 2 else 4 * 4 * 4
+        assert count_macs(conv, shape) == voxels * 5 * 3 * 3**spatial_dims  # over x: half of its 6 channels
+        assert count_macs(conv, (6, *shape[1:])) == voxels * 5 * 6 * 3**spatial_dims  # over concat(x, skip)
+        x = torch.randn(2, *shape, dtype=torch.float64)
+        conv = conv.double()
+        torch.testing.assert_close(conv(x), conv(torch.cat([x, x], dim=1)))
 
 
 def test_unet_macs_hand_count():

@@ -1,6 +1,7 @@
 """BiO-Net (Xiang et al., MICCAI 2020): the hand-designed bi-directional parent of BiX-NAS (method ``"bionet"``).
 
-spec = {"iterations": 3, "integrate": true, "multiplier": 1.0, "backbone_levels": 4, "unit_order": "conv-relu-bn"}
+spec = {"iterations": 3, "integrate": true, "multiplier": 1.0, "backbone_levels": 4, "unit_order": "conv-relu-bn",
+        "fold_first_skip": false}
 
 Widths ``32 * 2**i * multiplier`` for i in 0..backbone_levels. Stem: three conv units at full size, max pool.
 Encoder level l (T iterations): concat(x, backward skip) -> unit -> unit (the forward skip) -> unit to the next
@@ -13,6 +14,16 @@ every iteration before the head (unit, unit, 1x1 conv to classes).
 A unit is conv -> ReLU -> BN in the authors' released Keras and PyTorch code (``unit_order``
 ``"conv-relu-bn"``, the default) or conv -> BN -> ReLU (``"conv-bn-relu"``); the parameter count is the
 same. Reference at 3x512x512, 1 class, T=3: 14,996,289 parameters with integrate (14,977,857 without).
+
+Two implementation choices make a training step cheaper without changing the function or the parameters:
+
+- ``fold_first_skip`` (default false): in the first iteration an encoder level's first conv sees concat(x, x);
+  with true it runs as one conv over x with the two input halves of its weight summed. Same output and
+  gradients, half that conv's MACs: 90,227,867,648 conv MACs at 3x512x512 instead of the authors'
+  92,643,786,752, which the default reproduces.
+- 2D BiO-Net runs in channels-last memory layout (the input is converted, the output is channels-first
+  again), with concatenations whose gradients stay channels-last: a training step on the CPU takes about 10 %
+  less time than in channels-first layout. 3D runs channels-first (channels-last 3D was slower there).
 """
 
 from __future__ import annotations
@@ -21,13 +32,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_ops.blocks import conv_type, max_pool, norm_layer
+from nas_ops.blocks import conv_type, max_pool, norm_layer, self_concat_conv_type
 from nas_ops.genotype import Genotype, SpecError
 from nas_ops.registry import register_method
 
 UNIT_ORDERS = ("conv-relu-bn", "conv-bn-relu")
 DEFAULT_SPEC = {"iterations": 3, "integrate": True, "multiplier": 1.0, "backbone_levels": 4,
-                "unit_order": "conv-relu-bn"}
+                "unit_order": "conv-relu-bn", "fold_first_skip": False}
+
+
+class _ConcatLastGrad(torch.autograd.Function):
+    """``torch.cat`` along channels of channels-last tensors, whose backward hands each input a channels-last
+    contiguous gradient: the plain cat hands out strided channel slices, and the CPU batch norm backward is
+    about 25x slower on those than on contiguous ones."""
+
+    @staticmethod
+    def forward(ctx, *xs: torch.Tensor) -> torch.Tensor:
+        ctx.sizes = [x.shape[1] for x in xs]
+        return torch.cat(xs, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(g.contiguous(memory_format=torch.channels_last) for g in grad.split(ctx.sizes, dim=1))
 
 
 class BiONet(nn.Module):
@@ -43,6 +69,7 @@ class BiONet(nn.Module):
         multiplier: float = 1.0,
         backbone_levels: int = 4,
         unit_order: str = "conv-relu-bn",
+        fold_first_skip: bool = False,
     ) -> None:
         super().__init__()
         if unit_order not in UNIT_ORDERS:
@@ -51,6 +78,8 @@ class BiONet(nn.Module):
         self.integrate = integrate
         self.levels = backbone_levels
         self.relu_first = unit_order == "conv-relu-bn"
+        self.fold_first_skip = fold_first_skip
+        self.channels_last = spatial_dims == 2
         f = [int(32 * 2**i * multiplier) for i in range(backbone_levels + 1)]
         self.features = f
         conv = conv_type(spatial_dims)
@@ -58,6 +87,9 @@ class BiONet(nn.Module):
 
         def conv3(c_in: int, c_out: int) -> nn.Module:
             return conv(c_in, c_out, 3, padding=1)
+
+        def skip_conv3(c_in: int, c_out: int) -> nn.Module:  # its input is concat(x, skip); skip is x at first
+            return self_concat_conv_type(spatial_dims)(c_in, c_out, 3, padding=1)
 
         def up3(c: int) -> nn.Module:
             return up(c, c, 3, stride=2, padding=1, output_padding=1)
@@ -70,7 +102,7 @@ class BiONet(nn.Module):
         self.pool = max_pool(spatial_dims)
         # encoder level l: [concat(x, back) -> f_l, f_l -> f_l, f_l -> f_{l+1}]
         self.enc_convs = nn.ModuleList(
-            nn.ModuleList([conv3(2 * f[lv], f[lv]), conv3(f[lv], f[lv]), conv3(f[lv], f[lv + 1])])
+            nn.ModuleList([skip_conv3(2 * f[lv], f[lv]), conv3(f[lv], f[lv]), conv3(f[lv], f[lv + 1])])
             for lv in range(backbone_levels)
         )
         self.enc_norms = nn.ModuleList(
@@ -96,6 +128,15 @@ class BiONet(nn.Module):
             return norm(F.relu(conv(x), inplace=True))
         return F.relu(norm(conv(x)), inplace=True)
 
+    def _first_unit(self, conv: nn.Module, norm: nn.Module, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        """The unit over concat(x, skip); without a skip (first iteration) over concat(x, x), folded if asked."""
+        if skip is not None or not self.fold_first_skip:
+            return self._unit(conv, norm, self._cat([x, x if skip is None else skip]))
+        return self._unit(conv, norm, x)  # conv is a SelfConcatConv: given C of its 2C channels it folds
+
+    def _cat(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return _ConcatLastGrad.apply(*xs) if self.channels_last else torch.cat(xs, dim=1)
+
     def _units(self, convs: nn.ModuleList, norms: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
         for conv, norm in zip(convs, norms, strict=True):
             x = self._unit(conv, norm, x)
@@ -106,6 +147,8 @@ class BiONet(nn.Module):
         stride = 2 ** (self.levels + 1)
         if any(d % stride for d in x.shape[2:]):
             raise ValueError(f"BiO-Net needs spatial sizes divisible by {stride}, got {tuple(x.shape[2:])}")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.pool(self._units(self.stem_convs, self.stem_norms, x))
         back: list[torch.Tensor | None] = [None] * self.levels  # backward skips, by level
         outs = []
@@ -113,20 +156,19 @@ class BiONet(nn.Module):
             h, fwd = x, []
             for lv in range(self.levels):
                 convs, norms = self.enc_convs[lv], self.enc_norms[t][lv]
-                h = torch.cat([h, h if back[lv] is None else back[lv]], dim=1)
-                h = self._unit(convs[1], norms[1], self._unit(convs[0], norms[0], h))
+                h = self._unit(convs[1], norms[1], self._first_unit(convs[0], norms[0], h, back[lv]))
                 fwd.append(h)
                 h = self.pool(self._unit(convs[2], norms[2], h))
             h = self._units(self.bridge_convs, self.bridge_norms, h)
             for lv in reversed(range(self.levels)):
                 convs, norms = self.dec_convs[lv], self.dec_norms[t][lv]
-                h = torch.cat([h, fwd[lv]], dim=1)
+                h = self._cat([h, fwd[lv]])
                 h = self._unit(convs[1], norms[1], self._unit(convs[0], norms[0], h))
                 back[lv] = h
                 h = self._unit(convs[2], norms[2], h)
             outs.append(h)
-        h = torch.cat(outs, dim=1) if self.integrate else outs[-1]
-        return self.classifier(self._units(self.head_convs, self.head_norms, h))
+        h = self._cat(outs) if self.integrate else outs[-1]
+        return self.classifier(self._units(self.head_convs, self.head_norms, h)).contiguous()
 
 
 def validate(genotype: Genotype) -> None:
@@ -144,6 +186,8 @@ def validate(genotype: Genotype) -> None:
     m = spec.get("multiplier", 1.0)
     if not isinstance(m, (int, float)) or isinstance(m, bool) or int(32 * m) < 1:
         raise SpecError("multiplier", f"must be a number with int(32 * multiplier) >= 1, got {m!r}")
+    if not isinstance(spec.get("fold_first_skip", False), bool):
+        raise SpecError("fold_first_skip", f"must be true or false, got {spec['fold_first_skip']!r}")
     if spec.get("unit_order", "conv-relu-bn") not in UNIT_ORDERS:
         raise SpecError("unit_order", f"must be one of {list(UNIT_ORDERS)}, got {spec.get('unit_order')!r}")
 
