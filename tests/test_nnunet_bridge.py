@@ -491,3 +491,43 @@ def test_end_to_end_msd_to_nnunet_training_prediction_and_comparison(tmp_path, m
     (tmp_path / "timings.json").write_text(json.dumps(timings, indent=1))
     print("end-to-end timings (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}),
           "train:", {k: round(v, 1) for k, v in report.train_seconds.items()})
+
+
+def test_end_to_end_2d_configuration_trains_and_predicts_a_bixnet(tmp_path, monkeypatch):
+    """BiX-NAS is 2D: its network trains in nnU-Net's ``2d`` configuration (slices of a generated MSD task) with
+    the stock nnUNetv2_train and predicts whole volumes slice by slice with nnUNetv2_predict."""
+    from nas_ops.data.demo import make_mri_dataset
+
+    dirs = {k: tmp_path / k for k in ("raw", "preprocessed", "results")}
+    for key, path in dirs.items():
+        monkeypatch.setenv(f"nnUNet_{key}", str(path))
+    monkeypatch.setenv("nnUNet_def_n_proc", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("nnUNet_compile", raising=False)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    task = make_mri_dataset(tmp_path / "msd" / "Task903_DemoMRI", num_patients=6, shape=(64, 64, 8), seed=0)
+    test_case = make_mri_dataset(tmp_path / "msd_test", num_patients=1, shape=(64, 64, 8), seed=1)
+    (task / "imagesTs").mkdir()
+    shutil.copy(test_case / "imagesTr" / "mri_000.nii.gz", task / "imagesTs" / "mri_test.nii.gz")
+    env = dict(os.environ)
+    _run(["nnUNetv2_convert_MSD_dataset", "-i", str(task), "-np", "2"], env, 300, logs / "convert.log")
+    _run(["nnUNetv2_plan_and_preprocess", "-d", "903", "-c", "2d", "-npfp", "2", "-np", "2"],
+         {**env, "nnUNet_n_proc_DA": "1"}, 600, logs / "plan.log")
+
+    export = export_plans(small_bixnet(2).save(tmp_path / "bixnet2d.json"), 903, "2d",
+                          trainer="nnUNetTrainerNAS_AdamW_smoke", device="cpu", folds=(0,))
+    assert export.patch_size == [64, 64]
+    run_env = {**env, "nnUNet_n_proc_DA": "0", "nnUNet_extTrainer": str(ext_trainer_dir())}
+    _run(["nnUNetv2_train", "903", "2d", "0", "-p", export.plans_name, "-tr", "nnUNetTrainerNAS_AdamW_smoke",
+          "-device", "cpu"], run_env, 600, logs / "train.log")
+    model_dir = dirs["results"] / "Dataset903_DemoMRI" / f"nnUNetTrainerNAS_AdamW_smoke__{export.plans_name}__2d"
+    assert (model_dir / "fold_0" / "checkpoint_final.pth").is_file()
+    summary = json.loads((model_dir / "fold_0" / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2"}  # both foreground classes scored on the validation cases
+
+    _run(["nnUNetv2_predict", "-i", str(dirs["raw"] / "Dataset903_DemoMRI" / "imagesTs"), "-o", str(tmp_path / "pred"),
+          "-d", "903", "-c", "2d", "-p", export.plans_name, "-tr", "nnUNetTrainerNAS_AdamW_smoke", "-f", "0",
+          "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"], run_env, 300, logs / "predict.log")
+    pred = nib.load(tmp_path / "pred" / "mri_test.nii.gz")
+    assert pred.shape == (64, 64, 8) and set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
