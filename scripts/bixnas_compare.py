@@ -1,17 +1,19 @@
-"""Retrain the BiX-NAS demo search's network beside BiO-Net++ and U-Net over 3 seeds (slow; not CI).
+"""Retrain the networks of BiX-NAS demo searches beside BiO-Net++ and U-Net over 3 seeds (slow; not CI).
 
 Each genotype is trained with the bundle's shared trainer for every seed (seed k: patient split and training
 seed k, validation = fold 0 of that split), predicts its validation cases and is scored by the shared evaluation.
 Writes ``docs/bixnas_demo_results.md``: Dice and IoU mean ± std over seeds, params and MACs at the training size.
 Runs already finished under ``out_dir`` are reused, so a killed comparison continues.
 
-python scripts/bixnas_compare.py --search_dir runs/bixnas_demo --epochs 20
+python scripts/bixnas_compare.py --search_dirs "['runs/bixnas_demo','runs/bixnas_demo_seed1']" --epochs 20
+    (one row per search output folder: its genotype.json)
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import fire
@@ -29,7 +31,7 @@ log = logging.getLogger("bixnas_compare")
 
 
 def compare(
-    search_dir: str = "runs/bixnas_demo",
+    search_dirs: str | Sequence[str] = ("runs/bixnas_demo",),
     dataset_dir: str = "demo_data/Task901_DemoNuclei",
     bundle_dir: str = "bundles/bixnas",
     out_dir: str = "runs/bixnas_compare",
@@ -40,22 +42,20 @@ def compare(
     spatial_size: tuple[int, int] = (128, 128),
     torch_threads: int = 2,
 ) -> dict:
-    """Train, predict and score the searched net, BiO-Net++ and U-Net for every seed; write the table."""
+    """Train, predict and score each searched net, BiO-Net++ and U-Net for every seed; write the table."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(torch_threads)
-    models = {
-        "BiX-NAS (demo search)": Path(search_dir) / "genotype.json",
-        "BiO-Net++": Path(bundle_dir) / "genotypes" / "bionet_pp.json",
-        "U-Net": Path(bundle_dir) / "genotypes" / "unet.json",
-    }
+    search_dirs = [search_dirs] if isinstance(search_dirs, str) else list(search_dirs)
+    models = {f"BiX-NAS ({Path(d).name})": (Path(d) / "genotype.json", f"bixnas_{Path(d).name}") for d in search_dirs}
+    models["BiO-Net++"] = (Path(bundle_dir) / "genotypes" / "bionet_pp.json", "bio-net++")
+    models["U-Net"] = (Path(bundle_dir) / "genotypes" / "unet.json", "u-net")
     rows = []
-    for name, path in models.items():
+    for name, (path, key) in models.items():
         genotype = Genotype.load(path)
         cost = measure_cost(build_network(genotype), (genotype.in_channels, *spatial_size))
         dice, iou, seconds = [], [], []
         for seed in seeds:
-            run = Path(out_dir) / name.split()[0].lower() / f"seed{seed}"
-            tic = time.perf_counter()
+            run = Path(out_dir) / key / f"seed{seed}"
             train(path, dataset_dir, run, seed=seed, device="cpu", epochs=epochs, batch_size=batch_size,
                   spatial_size=spatial_size)
             predict(run / "genotype.json", run / "model.pt", dataset_dir, run, seed=seed, device="cpu",
@@ -63,24 +63,27 @@ def compare(
             summary = evaluate(dataset_dir, run)["summary"]
             dice.append(np.mean([v["mean"] for v in summary["dice"].values()]))
             iou.append(np.mean([v["mean"] for v in summary["iou"].values()]))
-            seconds.append(time.perf_counter() - tic)
+            history = json.loads((run / "train_log.json").read_text())["history"]
+            seconds.append(sum(row["seconds"] for row in history))  # training epochs (kept when a run is reused)
             log.info("%s seed %d: Dice %.4f", name, seed, dice[-1])
         rows.append(f"| {name} | {np.mean(dice):.4f} ± {np.std(dice):.4f} | {np.mean(iou):.4f} ± {np.std(iou):.4f} "
                     f"| {cost.params:,} | {cost.macs / 1e9:.3f} | {np.mean(seconds):.0f} |")
     lines = [
         "# BiX-NAS on the demo nuclei data: searched network vs BiO-Net++ and U-Net",
         "",
-        "Written by `scripts/bixnas_compare.py` after the demo search "
+        "Written by `scripts/bixnas_compare.py` after demo searches "
         "(`python -m monai.bundle run --config_file \"['bundles/bixnas/configs/search.json',"
-        "'bundles/bixnas/configs/demo.json']\"`). CPU, small budget: read as a smoke-level comparison.",
+        "'bundles/bixnas/configs/demo.json']\"`, with `--seed k --output_dir runs/bixnas_demo_seedk` for the "
+        "other search seeds). CPU, small budget: read as a smoke-level comparison.",
         "",
         f"- Data: `{dataset_dir}`, {spatial_size[0]}x{spatial_size[1]}; seed k = patient split and training seed "
         f"k, validation = fold 0 of 5 (different images per seed).",
-        f"- Training: {epochs} epochs, batch {batch_size}, Adam 1e-3, polynomial decay 0.9, Dice + CE.",
+        f"- Training: {epochs} epochs, batch {batch_size}, Adam 1e-3, polynomial decay 0.9, Dice + CE, "
+        f"{torch_threads} torch thread(s).",
         "- Dice and IoU: per validation image, mean over images, then mean ± std over the 3 seeds.",
         f"- GMACs: convolutions and transposed convolutions of one forward at {spatial_size[0]}x{spatial_size[1]}.",
         "",
-        "| model | Dice | IoU | params | GMACs | seconds per seed |",
+        "| model | Dice | IoU | params | GMACs | training seconds per seed |",
         "|---|---|---|---|---|---|",
         *rows,
         "",

@@ -76,6 +76,31 @@ def test_bionet_speed_choices_keep_the_function(spatial_dims):
                 torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12)
 
 
+def test_bixnet_and_supernet_layout_keeps_the_function():
+    """2D BiX-Net and the supernet run channels-last; outputs and gradients equal the channels-first run (float64,
+    eval mode)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    for make in (lambda: build_network(released_genotype()), lambda: BiXSupernet(2, 3, 2)):
+        results = []
+        reference = make().double().eval()
+        for channels_last in (True, False):
+            net = make().double().eval()
+            net.load_state_dict(reference.state_dict())
+            net.channels_last = channels_last
+            state = net.begin(x)
+            assert state.stem.is_contiguous(memory_format=torch.channels_last) == channels_last
+            out = net(x) if isinstance(net, BiXNet) else net.forward_fixed(x, RELEASED_SKIP_SETS)
+            assert out.is_contiguous()
+            out.square().mean().backward()
+            results.append((out, [p.grad for p in net.parameters() if p.grad is not None]))
+        (a, grads_a), (b, grads_b) = results
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        assert len(grads_a) == len(grads_b) > 0
+        for ga, gb in zip(grads_a, grads_b, strict=True):
+            torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+
+
 def test_bionet_2d_gradients_stay_channels_last():
     """Every batch norm of 2D BiO-Net gets a channels-last contiguous gradient (the CPU batch norm backward is
     ~25x slower on the strided channel slices a plain concatenation hands back)."""
