@@ -427,33 +427,46 @@ def _run(cmd: list[str], env: dict, timeout: int, log: Path) -> float:
     return time.monotonic() - start
 
 
-def test_end_to_end_msd_to_nnunet_training_prediction_and_comparison(tmp_path, monkeypatch):
-    """Generated MSD task -> convert -> plan+preprocess -> export 2 genotypes -> train 3 plans (the harness,
-    stock nnUNetv2_train, smoke trainer, CPU) -> nnUNetv2_predict -> comparison table with both tests."""
-    from nas_ops.data.demo import make_mri_dataset
-
-    timings = {}
-    start = time.monotonic()
+def _nnunet_workspace(tmp_path: Path, monkeypatch) -> tuple[dict[str, Path], dict[str, str], Path]:
+    """nnU-Net's three folders under tmp_path, small-machine settings; returns (dirs, environment, log folder)."""
     dirs = {k: tmp_path / k for k in ("raw", "preprocessed", "results")}
     for key, path in dirs.items():
         monkeypatch.setenv(f"nnUNet_{key}", str(path))
     monkeypatch.setenv("nnUNet_def_n_proc", "2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("nnUNet_compile", raising=False)
-    env = dict(os.environ)
     logs = tmp_path / "logs"
     logs.mkdir()
+    return dirs, dict(os.environ), logs
 
-    task = make_mri_dataset(tmp_path / "msd" / "Task902_DemoMRI", num_patients=6, shape=(32, 32, 16), seed=0)
-    test_case = make_mri_dataset(tmp_path / "msd_test", num_patients=1, shape=(32, 32, 16), seed=1)
+
+def _planned_mri_task(tmp_path: Path, task_name: str, shape: tuple[int, int, int], configuration: str,
+                      env: dict[str, str], logs: Path) -> dict[str, float]:
+    """A generated 6-patient MRI task in MSD layout with one test case, converted and planned by nnU-Net's CLI
+    for one configuration; returns the seconds of each step."""
+    from nas_ops.data.demo import make_mri_dataset
+
+    task = make_mri_dataset(tmp_path / "msd" / task_name, num_patients=6, shape=shape, seed=0)
+    test_case = make_mri_dataset(tmp_path / "msd_test", num_patients=1, shape=shape, seed=1)
     (task / "imagesTs").mkdir()
     shutil.copy(test_case / "imagesTr" / "mri_000.nii.gz", task / "imagesTs" / "mri_test.nii.gz")
-    timings["convert"] = _run(["nnUNetv2_convert_MSD_dataset", "-i", str(task), "-np", "2"], env, 300,
-                              logs / "convert.log")
+    dataset_id = task_name[4:7]
+    timings = {"convert": _run(["nnUNetv2_convert_MSD_dataset", "-i", str(task), "-np", "2"], env, 300,
+                               logs / "convert.log")}
     # planning sets torch threads to nnUNet_n_proc_DA: it must not be 0 there
-    timings["plan_and_preprocess"] = _run(["nnUNetv2_plan_and_preprocess", "-d", "902", "-c", "3d_fullres",
+    timings["plan_and_preprocess"] = _run(["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", configuration,
                                            "-npfp", "2", "-np", "2"],
                                           {**env, "nnUNet_n_proc_DA": "1"}, 600, logs / "plan.log")
+    return timings
+
+
+def test_end_to_end_msd_to_nnunet_training_prediction_and_comparison(tmp_path, monkeypatch):
+    """Generated MSD task -> convert -> plan+preprocess -> export 2 genotypes -> train 3 plans (the harness,
+    stock nnUNetv2_train, smoke trainer, CPU) -> nnUNetv2_predict -> comparison table with both tests."""
+    timings = {}
+    start = time.monotonic()
+    dirs, env, logs = _nnunet_workspace(tmp_path, monkeypatch)
+    timings.update(_planned_mri_task(tmp_path, "Task902_DemoMRI", (32, 32, 16), "3d_fullres", env, logs))
 
     unet = unet_genotype(3, 1, 3, features=[8, 16, 32, 64]).replace(name="unet_tiny").save(tmp_path / "unet.json")
     bix = small_bixnet(3).save(tmp_path / "bixnet.json")
@@ -496,24 +509,8 @@ def test_end_to_end_msd_to_nnunet_training_prediction_and_comparison(tmp_path, m
 def test_end_to_end_2d_configuration_trains_and_predicts_a_bixnet(tmp_path, monkeypatch):
     """BiX-NAS is 2D: its network trains in nnU-Net's ``2d`` configuration (slices of a generated MSD task) with
     the stock nnUNetv2_train and predicts whole volumes slice by slice with nnUNetv2_predict."""
-    from nas_ops.data.demo import make_mri_dataset
-
-    dirs = {k: tmp_path / k for k in ("raw", "preprocessed", "results")}
-    for key, path in dirs.items():
-        monkeypatch.setenv(f"nnUNet_{key}", str(path))
-    monkeypatch.setenv("nnUNet_def_n_proc", "2")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("nnUNet_compile", raising=False)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    task = make_mri_dataset(tmp_path / "msd" / "Task903_DemoMRI", num_patients=6, shape=(64, 64, 8), seed=0)
-    test_case = make_mri_dataset(tmp_path / "msd_test", num_patients=1, shape=(64, 64, 8), seed=1)
-    (task / "imagesTs").mkdir()
-    shutil.copy(test_case / "imagesTr" / "mri_000.nii.gz", task / "imagesTs" / "mri_test.nii.gz")
-    env = dict(os.environ)
-    _run(["nnUNetv2_convert_MSD_dataset", "-i", str(task), "-np", "2"], env, 300, logs / "convert.log")
-    _run(["nnUNetv2_plan_and_preprocess", "-d", "903", "-c", "2d", "-npfp", "2", "-np", "2"],
-         {**env, "nnUNet_n_proc_DA": "1"}, 600, logs / "plan.log")
+    dirs, env, logs = _nnunet_workspace(tmp_path, monkeypatch)
+    _planned_mri_task(tmp_path, "Task903_DemoMRI", (64, 64, 8), "2d", env, logs)
 
     export = export_plans(small_bixnet(2).save(tmp_path / "bixnet2d.json"), 903, "2d",
                           trainer="nnUNetTrainerNAS_AdamW_smoke", device="cpu", folds=(0,))
