@@ -5,11 +5,13 @@ python scripts/bench_bixnas.py phase2 --size 128 --samples 15 --keep 3 --repeats
     head (stages before the searched one run once, each sample runs only its tail), beside the ratio the MAC counts
     of the two computations predict.
 python scripts/bench_bixnas.py networks --size 256 --batch 2 --repeats 7
-    Training-step time (forward + backward + Adam step) of BiX-Net (released genotype), BiO-Net++ (plain net) and
-    BiO-Net (T=3, integrate) as a ratio to MONAI's BasicUNet(features=(32, 64, 128, 256, 512, 32)), measured in the
-    same run with interleaved repetitions (median).
+    Training-step time (forward + backward + Adam step) of BiX-Net (released genotype), BiO-Net++ (plain net),
+    BiO-Net (T=3, integrate) and the Phase-1 supernet as a ratio to MONAI's
+    BasicUNet(features=(32, 64, 128, 256, 512, 32)), measured in the same run with interleaved repetitions (median).
 python scripts/bench_bixnas.py bionet_variants --size 256 --batch 2 --repeats 7
     The same for BiO-Net with each of its two speed choices on and off (fold_first_skip, channels-last layout).
+python scripts/bench_bixnas.py layouts
+    The CPU kernel timings behind the channels-last choice (conv, batch norm, a 3D step in both layouts).
 
 All use one torch thread by default (``--threads``). Results print as markdown tables.
 """
@@ -160,13 +162,15 @@ def _basic_unet() -> nn.Module:
 
 
 def networks(size: int = 256, batch: int = 2, repeats: int = 7, threads: int = 1, seed: int = 0) -> dict[str, float]:
-    """Training-step time of BiX-Net, BiO-Net++ and BiO-Net as a ratio to MONAI's BasicUNet (same run)."""
+    """Training-step time of BiX-Net, BiO-Net++, BiO-Net and the Phase-1 supernet (selection matrices, Gumbel
+    sampling) as a ratio to MONAI's BasicUNet (same run)."""
     torch.manual_seed(seed)
     nets: dict[str, nn.Module] = {
         "BasicUNet(32..512)": _basic_unet(),
         "BiX-Net (released)": build_network(released_genotype()),
         "BiO-Net++": build_network(bionet_pp_genotype()),
         "BiO-Net (T=3, integrate)": build_network(bionet_genotype()),
+        "BiO-Net++ supernet (Phase 1)": BiXSupernet(2, 3, 2),
     }
     targets = {"BiX-Net (released)": 0.66, "BiO-Net++": 1.26, "BiO-Net (T=3, integrate)": 1.70}
     return _step_ratios(nets, size, batch, repeats, threads, targets)
@@ -186,5 +190,63 @@ def bionet_variants(size: int = 256, batch: int = 2, repeats: int = 7, threads: 
     return _step_ratios(nets, size, batch, repeats, threads, {})
 
 
+def layouts(repeats: int = 9, threads: int = 1) -> dict[str, float]:
+    """The CPU kernel timings behind the channels-last choice: milliseconds of forward + backward of a conv and of
+    a batch norm at 2x32x256^2 in both layouts (the batch norm also with a gradient in the other layout), and a
+    3D BiO-Net step (multiplier 0.5, batch 2 of 1x64^3) in channels-first and channels-last-3D layout."""
+    from nas_ops.bixnas.bionet import BiONet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    last, first = torch.channels_last, torch.contiguous_format
+    conv, bn = nn.Conv2d(96, 32, 3, padding=1), nn.BatchNorm2d(32)
+    x96, x32, g32 = torch.randn(2, 96, 256, 256), torch.randn(2, 32, 256, 256), torch.randn(2, 32, 256, 256)
+
+    def conv_step(fmt: torch.memory_format) -> Callable[[], None]:
+        x, g = x96.contiguous(memory_format=fmt).requires_grad_(), g32.contiguous(memory_format=fmt)
+        return lambda: conv(x).backward(g)
+
+    def bn_forward(fmt: torch.memory_format) -> Callable[[], None]:
+        x = x32.contiguous(memory_format=fmt)
+        return lambda: bn(x)
+
+    def bn_backward(fmt: torch.memory_format, grad_fmt: torch.memory_format) -> Callable[[], None]:
+        x = x32.contiguous(memory_format=fmt).requires_grad_()
+        y, g = bn(x), g32.contiguous(memory_format=grad_fmt)
+        return lambda: torch.autograd.grad(y, x, g, retain_graph=True)
+
+    kernels = {
+        "conv 96->32 at 2x256^2, forward + backward, channels-first": conv_step(first),
+        "conv 96->32 at 2x256^2, forward + backward, channels-last": conv_step(last),
+        "batch norm forward 2x32x256^2, channels-first": bn_forward(first),
+        "batch norm forward 2x32x256^2, channels-last": bn_forward(last),
+        "batch norm backward, channels-last input and gradient": bn_backward(last, last),
+        "batch norm backward, channels-last input, channels-first gradient": bn_backward(last, first),
+    }
+    ms = {name: 1e3 * t for name, t in _median_times(kernels, repeats).items()}
+
+    class _Last3d(BiONet):  # the same network with its input (hence every activation) in channels-last-3D
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x.contiguous(memory_format=torch.channels_last_3d))
+
+    x3, y3 = torch.randn(2, 1, 64, 64, 64), torch.randint(0, 2, (2, 64, 64, 64))
+    steps = {}
+    for name, cls in (("3D BiO-Net step, channels-first", BiONet), ("3D BiO-Net step, channels-last-3D", _Last3d)):
+        net = cls(3, 1, 2, multiplier=0.5).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def step(net: nn.Module = net, opt: torch.optim.Optimizer = opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(x3), y3).backward()
+            opt.step()
+
+        steps[name] = step
+    ms.update({name: 1e3 * t for name, t in _median_times(steps, max(3, repeats // 3)).items()})
+    print("| kernel | ms |\n|---|---|")
+    for name, value in ms.items():
+        print(f"| {name} | {value:.1f} |")
+    return ms
+
+
 if __name__ == "__main__":
-    fire.Fire({"phase2": phase2, "networks": networks, "bionet_variants": bionet_variants})
+    fire.Fire({"phase2": phase2, "networks": networks, "bionet_variants": bionet_variants, "layouts": layouts})

@@ -103,7 +103,7 @@ def test_bixnet_and_supernet_layout_keeps_the_function():
 
 def test_bionet_2d_gradients_stay_channels_last():
     """Every batch norm of 2D BiO-Net gets a channels-last contiguous gradient (the CPU batch norm backward is
-    ~25x slower on the strided channel slices a plain concatenation hands back)."""
+    ~10x slower on the strided channel slices a plain concatenation hands back)."""
     torch.manual_seed(0)
     net = BiONet(2, 3, 2, iterations=2, multiplier=0.25)
     layouts = []
