@@ -42,6 +42,14 @@ def self_concat_conv_type(spatial_dims: int) -> type[nn.Module]:
     return SelfConcatConv2d if spatial_dims == 2 else SelfConcatConv3d
 
 
+def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
+    """A 2D batch ``(B, C, H, W)`` on the CPU in channels-last memory layout (oneDNN's convolutions and batch norm
+    are faster that way there; measured by ``scripts/bench_bixnas.py layouts``); anything else unchanged."""
+    if x.dim() == 4 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def norm_layer(norm: str, spatial_dims: int, channels: int) -> nn.Module:
     """A normalisation layer by name: batch (affine), instance (affine) or none."""
     if norm == "batch":

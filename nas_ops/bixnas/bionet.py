@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_ops.blocks import conv_type, max_pool, norm_layer, self_concat_conv_type
+from nas_ops.blocks import channels_last_on_cpu, conv_type, max_pool, norm_layer, self_concat_conv_type
 from nas_ops.genotype import Genotype, SpecError
 from nas_ops.registry import register_method
 
@@ -151,8 +151,8 @@ class BiONet(nn.Module):
         stride = 2 ** (self.levels + 1)
         if any(d % stride for d in x.shape[2:]):
             raise ValueError(f"BiO-Net needs spatial sizes divisible by {stride}, got {tuple(x.shape[2:])}")
-        if self.channels_last and x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:
+            x = channels_last_on_cpu(x)
         x = self.pool(self._units(self.stem_convs, self.stem_norms, x))
         back: list[torch.Tensor | None] = [None] * self.levels  # backward skips, by level
         outs = []
