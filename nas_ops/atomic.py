@@ -1,4 +1,9 @@
-"""Atomic file writes: a kill at any moment leaves the old file or the new one, never half of one."""
+"""Atomic file writes: a kill at any moment leaves the old file or the new one, never half of one.
+
+Only the main process of a distributed run writes (:func:`nas_ops.engine.dist.is_main_process`): other ranks
+return without touching the disk. A written file gets the permissions of a plain ``open`` under the user's umask
+(a temporary file is created 0600), so results are readable by whoever could read the folder.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from nas_ops.engine.dist import is_main_process
+
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(file)`` into a temporary sibling, fsync it, then ``os.replace`` it over ``path``.
 
     A crash at any point leaves either the old file or the new one, complete; the temporary file is removed on error.
     """
+    if not is_main_process():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -23,6 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -30,6 +40,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     _fsync_dir(path.parent)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

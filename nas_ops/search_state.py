@@ -25,7 +25,7 @@ from nas_ops.atomic import atomic_write, write_json_atomic
 from nas_ops.errors import InputError
 
 FORMAT = "nas_ops.search_state"
-VERSION = 1
+VERSION = 2  # 2: the run identity is part of every checkpoint
 RESULT_FILENAME = "search_result.json"
 
 Generator = np.random.Generator | torch.Generator
@@ -50,9 +50,6 @@ class Resumed:
     state: dict[str, Any] = field(default_factory=dict)  # saved loop state; {} when fresh
     finished: bool = False
     result: Any = None
-
-
-# ---------------------------------------------------------------------------------------------------- atomic writes
 
 
 # ------------------------------------------------------------------------------------------------------- RNG states
@@ -137,11 +134,14 @@ def restore_rng_state(
 
 
 class SearchState:
-    """A handle on ``<output_dir>/search_state.pt``, the checkpoint of one search.
+    """A handle on ``<output_dir>/search_state.pt``, the checkpoint of one run (a search, a phase, a training).
 
-    Usage in a search loop::
+    ``identity`` is what decides the run's result (settings, genotype, the dataset's fingerprint): it is stored in
+    every checkpoint, and a checkpoint of another identity is refused, naming the first field that differs, before
+    anything is loaded or written; so a finished run is only reported, and an unfinished one only resumed, for the
+    same identity. Usage in a loop::
 
-        ckpt = SearchState(out_dir)
+        ckpt = SearchState(out_dir, identity={"seed": 0, "epochs": 10, "dataset": fingerprint})
         r = ckpt.resume({"model": net, "w_opt": w_opt, "alpha": alpha}, generators={"mut": rng})
         if r.finished:
             return r.result
@@ -149,14 +149,26 @@ class SearchState:
             ...
             ckpt.save({"epoch": epoch + 1, "population": pop}, objects=..., generators=...)
         ckpt.finish(result)
+
+    The file is read once per run: :meth:`resume` (or :meth:`inspect`, the header only) reads it, later writes
+    update the copy kept in memory.
     """
 
     def __init__(
-        self, output_dir: str | Path, filename: str = "search_state.pt", result_filename: str = RESULT_FILENAME
+        self,
+        output_dir: str | Path,
+        filename: str = "search_state.pt",
+        result_filename: str = RESULT_FILENAME,
+        *,
+        identity: Mapping[str, Any] | None = None,
+        what: str = "search",
     ) -> None:
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / filename
         self.result_path = self.output_dir / result_filename
+        self.identity = json.loads(json.dumps(identity)) if identity is not None else None
+        self.what = what
+        self._payload: dict[str, Any] | None = None  # the last payload read or written
 
     def __repr__(self) -> str:
         return f"SearchState('{self.path}')"
@@ -165,15 +177,25 @@ class SearchState:
         """Whether a checkpoint has been written."""
         return self.path.is_file()
 
+    def inspect(self) -> Resumed:
+        """What the checkpoint holds: fresh, or the loop state and finished/result (nothing is loaded into objects).
+
+        Refuses a checkpoint of another identity. The file is read here once; :meth:`resume` then uses that copy.
+        """
+        if not self.exists():
+            return Resumed(fresh=True)
+        h = self._full()
+        return Resumed(fresh=False, state=h["state"], finished=h["finished"], result=h["result"])
+
     @property
     def finished(self) -> bool:
-        """Whether :meth:`finish` has marked this search done."""
-        return self.exists() and self._read(mmap=True)["finished"]
+        """Whether :meth:`finish` has marked this run done."""
+        return self.inspect().finished
 
     @property
     def result(self) -> Any:
-        """The result given to :meth:`finish`; None while the search is unfinished."""
-        return self._read(mmap=True)["result"] if self.exists() else None
+        """The result given to :meth:`finish`; None while the run is unfinished."""
+        return self.inspect().result
 
     def save(
         self,
@@ -188,7 +210,7 @@ class SearchState:
         ``state`` holds the loop position (e.g. step, epoch, phase) and plain data (population, history); tensors are
         allowed. Anything that would not load with ``weights_only=True`` is refused and the old checkpoint kept.
         """
-        payload = self._payload(state, objects, capture_rng_state(generators) if rng else None)
+        payload = self._new_payload(state, objects, capture_rng_state(generators) if rng else None)
         self._write(payload)
 
     def load(
@@ -198,40 +220,37 @@ class SearchState:
         generators: Mapping[str, Generator] | None = None,
         restore_rng: bool = True,
     ) -> dict[str, Any]:
-        """Return the saved loop state; load the saved state dicts into ``objects`` and restore the RNG states."""
-        return self._apply(self._read(mmap=False), objects, generators, restore_rng)
+        """Read the file now (another process may be writing it), return the saved loop state; load the saved state
+        dicts into ``objects`` and restore the RNG states."""
+        self._payload = None
+        payload = self._full()
+        return self._apply(payload, objects, generators, restore_rng)
 
     def resume(self, objects: Objects | None = None, *, generators: Mapping[str, Generator] | None = None) -> Resumed:
-        """Start-of-search step: load the checkpoint if one exists, and report whether the search is already done.
-
-        On a finished search the objects still receive the final state, so the caller can return ``result`` or export.
-        """
+        """Start-of-run step: load the checkpoint if one exists (refusing another identity), and report whether the
+        run is already done. On a finished run the objects still receive the final state (for an export)."""
         if not self.exists():
             return Resumed(fresh=True)
-        payload = self._read(mmap=False)
+        payload = self._full()
         state = self._apply(payload, objects, generators, restore_rng=payload["rng"] is not None)
         if payload["finished"] and not self.result_path.is_file():  # killed between the two writes of finish()
             self._write_result(payload["result"])
         return Resumed(fresh=False, state=state, finished=payload["finished"], result=payload["result"])
 
     def finish(self, result: Any) -> None:
-        """Mark the search finished with its JSON-able ``result``, kept in the checkpoint and in search_result.json.
+        """Mark the run finished with its JSON-able ``result``, kept in the checkpoint and in the result JSON.
 
         The last saved state, objects and RNG states are kept; without a checkpoint an empty state is stored.
         """
         text = json.dumps(result, indent=2)  # refuse a result that is not JSON-able before touching any file
-        if self.exists():
-            payload = self._read(mmap=False)
-        else:
-            payload = self._payload({}, None, None)
-        payload["finished"], payload["result"] = True, json.loads(text)
+        payload = self._full() if self.exists() else self._new_payload({}, None, None)
+        payload = {**payload, "finished": True, "result": json.loads(text)}
         self._write(payload)
         self._write_result(result)
 
     # ------------------------------------------------------------------------------------------------------ internals
 
-    @staticmethod
-    def _payload(state: dict[str, Any], objects: Objects | None, rng: dict[str, Any] | None) -> dict[str, Any]:
+    def _new_payload(self, state: dict[str, Any], objects: Objects | None, rng: dict[str, Any] | None) -> dict:
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         saved = {
@@ -241,12 +260,28 @@ class SearchState:
         return {
             "format": FORMAT,
             "version": VERSION,
+            "identity": self.identity,
             "state": state,
             "objects": saved,
             "rng": rng,
             "finished": False,
             "result": None,
         }
+
+    def _full(self) -> dict[str, Any]:
+        """The whole payload: the one written last by this handle, or read (once) from the file."""
+        if self._payload is None:
+            payload = self._read()
+            self._check_identity(payload)
+            self._remember(payload)
+        return self._payload
+
+    def _remember(self, payload: dict[str, Any]) -> None:
+        self._payload = payload
+
+    def _check_identity(self, payload: dict[str, Any]) -> None:
+        if self.identity is not None:
+            refuse_other_settings(payload["identity"] or {}, self.identity, self.path, self.what, strict=True)
 
     def _apply(
         self,
@@ -286,25 +321,30 @@ class SearchState:
                     )
 
         atomic_write(self.path, write)
+        self._remember(payload)
 
     def _write_result(self, result: Any) -> None:
         write_json_atomic(self.result_path, result)
 
-    def _read(self, *, mmap: bool) -> dict[str, Any]:
-        """Load and validate the checkpoint; mmap avoids reading tensor data when only the header is needed."""
+    def _read(self) -> dict[str, Any]:
+        """Load and validate the checkpoint."""
         if not self.exists():
             raise FileNotFoundError(f"{self.path}: no search-state checkpoint")
         try:
-            payload = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
+            payload = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise InputError(self.path, None, f"not a readable search-state checkpoint ({exc})") from exc
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(self.path, None, f"not a readable checkpoint ({reason}); it may be truncated or "
+                             "corrupted: move it away to start this run again") from exc
         if not isinstance(payload, dict) or "format" not in payload:
             raise InputError(self.path, "format", f"missing; not a search-state checkpoint ('{FORMAT}')")
         if payload["format"] != FORMAT:
             raise InputError(self.path, "format", f"is {payload['format']!r}, expected '{FORMAT}'")
         if payload.get("version") != VERSION:
-            raise InputError(self.path, "version", f"is {payload.get('version')!r}, this code reads version {VERSION}")
-        for key, kind in (("state", dict), ("objects", dict), ("rng", (dict, type(None))), ("finished", bool)):
+            raise InputError(self.path, "version", f"is {payload.get('version')!r}, this code reads version {VERSION} "
+                             "(a checkpoint of an earlier medseg-nas): run in a new output_dir")
+        for key, kind in (("state", dict), ("objects", dict), ("rng", (dict, type(None))), ("finished", bool),
+                          ("identity", (dict, type(None)))):
             if key not in payload:
                 raise InputError(self.path, key, "missing")
             if not isinstance(payload[key], kind):
@@ -312,17 +352,40 @@ class SearchState:
         return payload
 
 
+def first_difference(saved: Any, wanted: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The dotted field where two JSON documents first differ, with both values; None when they are equal."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        for key in [*wanted, *(k for k in saved if k not in wanted)]:
+            field = f"{prefix}.{key}" if prefix else str(key)
+            if key not in saved or key not in wanted:
+                return field, saved.get(key, "<absent>"), wanted.get(key, "<absent>")
+            found = first_difference(saved[key], wanted[key], field)
+            if found is not None:
+                return found
+        return None
+    return None if saved == wanted else (prefix or "<root>", saved, wanted)
+
+
 def refuse_other_settings(
-    saved: Mapping[str, Any], wanted: Mapping[str, Any], source: str | Path, what: str = "search", ignore=()
+    saved: Mapping[str, Any],
+    wanted: Mapping[str, Any],
+    source: str | Path,
+    what: str = "search",
+    ignore=(),
+    strict: bool = False,
 ) -> None:
     """Refuse to resume (or report) a run in an output_dir started with settings that change its result.
 
-    Names the first key whose saved value differs; keys in ``ignore`` (devices, threads, paths) may change.
+    Names the first (dotted) field whose saved value differs; keys in ``ignore`` (devices, threads, paths) may
+    change. Without ``strict``, a key the saved settings lack is not compared (settings added later).
     """
-    for key, value in wanted.items():
-        if key in ignore or key not in saved or saved[key] == value:
-            continue
-        raise InputError(
-            source, key, f"this output_dir holds a {what} run with {key}={saved[key]!r:.80}, now {value!r:.80}: "
-            "pass another output_dir, or the same settings to resume it",
-        )
+    saved = {k: v for k, v in saved.items() if k not in ignore and (strict or k in wanted)}
+    wanted = {k: v for k, v in wanted.items() if k not in ignore and (strict or k in saved)}
+    found = first_difference(saved, wanted)
+    if found is None:
+        return
+    key, before, now = found
+    raise InputError(
+        source, key, f"this output_dir holds a {what} run with {key}={before!r:.80}, now {now!r:.80}: "
+        "pass another output_dir, or the same settings to resume it",
+    )

@@ -214,7 +214,8 @@ def test_resume_loads_objects_and_finish_writes_result(tmp_path: Path) -> None:
         ([1, 2, 3], "format"),
         ({"format": "someone.else", "version": 1}, "format"),
         ({"format": search_state.FORMAT, "version": 999}, "version"),
-        ({"format": search_state.FORMAT, "version": 1, "state": {}}, "objects"),
+        ({"format": search_state.FORMAT, "version": 1, "state": {}}, "version"),
+        ({"format": search_state.FORMAT, "version": search_state.VERSION, "state": {}}, "objects"),
     ],
 )
 def test_bad_checkpoint_is_refused_naming_the_file(tmp_path: Path, content: Any, field: str) -> None:
@@ -228,6 +229,25 @@ def test_bad_checkpoint_is_refused_naming_the_file(tmp_path: Path, content: Any,
         with pytest.raises(InputError) as info:
             read()
         assert str(path) in str(info.value) and f"'{field}'" in str(info.value)
+
+
+def test_a_checkpoint_of_another_identity_is_refused_naming_the_field(tmp_path: Path) -> None:
+    identity = {"seed": 0, "config": {"epochs": 3, "lr": 0.1}, "dataset": {"fingerprint": "sha256:aa"}}
+    ckpt = SearchState(tmp_path, identity=identity)
+    ckpt.save({"epoch": 1})
+    ckpt.finish({"score": 1.0})
+    again = SearchState(tmp_path, identity=json.loads(json.dumps(identity)))
+    assert again.inspect().finished and again.result == {"score": 1.0}
+    for change, field in ((("config", "lr"), 0.2), "config.lr"), ((("dataset", "fingerprint"), "sha256:bb"),
+                                                                 "dataset.fingerprint"):
+        other = json.loads(json.dumps(identity))
+        (outer, inner), value = change
+        other[outer][inner] = value
+        for read in (lambda s: s.inspect(), lambda s: s.resume(), lambda s: s.finished):
+            with pytest.raises(InputError, match=rf"field '{field}': this output_dir holds a search run with"):
+                read(SearchState(tmp_path, identity=other))
+    with pytest.raises(InputError, match="field 'epochs'"):  # a key the saved run lacks is a difference too
+        SearchState(tmp_path, identity={**identity, "epochs": 3}).inspect()
 
 
 def test_missing_checkpoint_load_raises(tmp_path: Path) -> None:

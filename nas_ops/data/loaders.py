@@ -8,7 +8,7 @@ which its collate function flattens into the batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +31,7 @@ class Case(NamedTuple):
     image: torch.Tensor  # (C, *spatial) float32, normalised
     affine: np.ndarray  # (4, 4) of the input file (identity for PNG)
     shape: tuple[int, ...]  # spatial shape as stored in the file
+    meta: dict  # MONAI's metadata of the loaded image (file name, affine): what SaveImage writes back
 
 
 def _squeeze_2d(arr: torch.Tensor) -> torch.Tensor:
@@ -47,7 +48,7 @@ def load_case(
     image = loader({"image": path})["image"]
     affine = np.asarray(image.affine, dtype=np.float64)
     shape = tuple(int(s) for s in image.shape[1:])
-    return Case(image=_squeeze_2d(image.as_tensor()).float(), affine=affine, shape=shape)
+    return Case(image=_squeeze_2d(image.as_tensor()).float(), affine=affine, shape=shape, meta=dict(image.meta))
 
 
 def _all_nifti(ds: MSDDataset) -> bool | None:
@@ -111,6 +112,37 @@ def _seeded(transform: Compose, seed: int) -> Compose:
     return transform
 
 
+def train_transform_2d(spatial_size: Sequence[int], augment: bool = True) -> Compose:
+    """The default per-sample training pipeline of 2D samples: resize to ``spatial_size``, augment, to tensors."""
+    return Compose([_resize(spatial_size), *(augmentations(spatial_size) if augment else []), to_tensors()])
+
+
+def val_transform_2d(spatial_size: Sequence[int]) -> Compose:
+    """The default validation pipeline of 2D samples: resize to ``spatial_size``, to tensors."""
+    return Compose([_resize(spatial_size), to_tensors()])
+
+
+def train_transform_3d(patch_size: Sequence[int], samples_per_volume: int = 2, augment: bool = True) -> Compose:
+    """The default training pipeline of loaded volumes: pad, ``samples_per_volume`` patches (half centred on
+    foreground), augment, to tensors."""
+    crop = [
+        SpatialPadd(list(KEYS), patch_size),
+        RandCropByPosNegLabeld(list(KEYS), "label", patch_size, pos=1, neg=1, num_samples=samples_per_volume),
+    ]
+    return Compose([*crop, *(augmentations(patch_size) if augment else []), to_tensors()])
+
+
+def val_transform_3d() -> Compose:
+    """The default validation pipeline of loaded volumes: whole volumes, to tensors (sliding-window inference)."""
+    return Compose([to_tensors()])
+
+
+def _resize(spatial_size: Sequence[int]) -> Resized:
+    if len(spatial_size) != 2:
+        raise ValueError(f"spatial_size must have 2 entries for 2D datasets, got {tuple(spatial_size)}")
+    return Resized(list(KEYS), spatial_size, mode=("bilinear", "nearest-exact"), anti_aliasing=(True, False))
+
+
 def make_2d_datasets(
     ds: MSDDataset,
     train_items: Sequence[dict[str, str]],
@@ -122,23 +154,24 @@ def make_2d_datasets(
     keep_empty_fraction: float = 0.25,
     seed: int = 0,
     ct_window: tuple[float, float] = CT_WINDOW,
+    train_transform: Callable | None = None,
+    val_transform: Callable | None = None,
 ) -> tuple[Dataset, Dataset]:
     """Train/validation datasets of 2D samples resized to ``spatial_size``: ``(C, H, W)`` image, ``(1, H, W)`` label.
 
     Volumes are sliced along ``slice_axis`` (validation keeps all slices; training keeps foreground slices and
-    ``keep_empty_fraction`` of the empty ones); PNG and 2D NIfTI images are used whole. Augmentation is train only.
+    ``keep_empty_fraction`` of the empty ones); PNG and 2D NIfTI images are used whole. The loaded, normalised
+    samples then go through ``train_transform``/``val_transform`` (default :func:`train_transform_2d` /
+    :func:`val_transform_2d`; augmentation is train only).
     """
-    if len(spatial_size) != 2:
-        raise ValueError(f"spatial_size must have 2 entries for 2D datasets, got {tuple(spatial_size)}")
     loader = load_transforms(ds.channel_names, ct_window=ct_window, nifti=_all_nifti(ds))
     rng = np.random.default_rng(seed)
     train_data = slice_items(train_items, loader, slice_axis, keep_empty_fraction, rng)
     val_data = slice_items(val_items, loader, slice_axis, 1.0)
     log.info("2D datasets: %d training and %d validation slices", len(train_data), len(val_data))
-    resize = Resized(list(KEYS), spatial_size, mode=("bilinear", "nearest-exact"), anti_aliasing=(True, False))
-    train_t = Compose([resize, *(augmentations(spatial_size) if augment else []), to_tensors()])
-    val_t = Compose([resize, to_tensors()])
-    return _dataset(train_data, _seeded(train_t, seed), cache), _dataset(val_data, val_t, cache)
+    train_t = train_transform if train_transform is not None else train_transform_2d(spatial_size, augment)
+    val_t = val_transform if val_transform is not None else val_transform_2d(spatial_size)
+    return _dataset(train_data, _seeded(_compose(train_t), seed), cache), _dataset(val_data, _compose(val_t), cache)
 
 
 def make_3d_datasets(
@@ -151,19 +184,29 @@ def make_3d_datasets(
     cache: bool = True,
     seed: int = 0,
     ct_window: tuple[float, float] = CT_WINDOW,
+    train_transform: Callable | None = None,
+    val_transform: Callable | None = None,
 ) -> tuple[Dataset, Dataset]:
     """Training patches (``samples_per_volume`` per volume, half centred on foreground) and whole validation volumes.
 
-    Training items yield a list of ``{"image": (C, *patch_size), "label": (1, *patch_size)}``; volumes smaller than
-    the patch are zero-padded. Validation items are whole normalised volumes for sliding-window inference.
+    Each volume is loaded and normalised by modality, then goes through ``train_transform``/``val_transform``
+    (default :func:`train_transform_3d` / :func:`val_transform_3d`). Training items yield a list of
+    ``{"image": (C, *patch_size), "label": (1, *patch_size)}``; volumes smaller than the patch are zero-padded.
+    Validation items are whole normalised volumes for sliding-window inference.
     """
     if len(patch_size) != 3 or not ds.is_3d:
         raise DatasetError(ds.json_path, "training", f"3D datasets need volumes and a 3D patch, got {patch_size}")
     loader = list(load_transforms(ds.channel_names, ct_window=ct_window, nifti=_all_nifti(ds)).transforms)
-    crop = [
-        SpatialPadd(list(KEYS), patch_size),
-        RandCropByPosNegLabeld(list(KEYS), "label", patch_size, pos=1, neg=1, num_samples=samples_per_volume),
-    ]
-    train_t = Compose([*loader, *crop, *(augmentations(patch_size) if augment else []), to_tensors()])
-    val_t = Compose([*loader, to_tensors()])
-    return _dataset(list(train_items), _seeded(train_t, seed), cache), _dataset(list(val_items), val_t, cache)
+    train_t = train_transform if train_transform is not None else train_transform_3d(patch_size, samples_per_volume,
+                                                                                        augment)
+    val_t = val_transform if val_transform is not None else val_transform_3d()
+    train = Compose([*loader, *_compose(train_t).transforms])
+    val = Compose([*loader, *_compose(val_t).transforms])
+    return _dataset(list(train_items), _seeded(train, seed), cache), _dataset(list(val_items), val, cache)
+
+
+def _compose(transform: Callable | Sequence[Callable]) -> Compose:
+    """A pipeline given as a Compose, one transform or a list of them, as a Compose."""
+    if isinstance(transform, Compose):
+        return transform
+    return Compose(list(transform) if isinstance(transform, (list, tuple)) else [transform])

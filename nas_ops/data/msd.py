@@ -12,6 +12,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from monai.data import load_decathlon_datalist
 from PIL import Image
 
 from nas_ops.errors import DatasetError
@@ -33,6 +34,7 @@ class MSDDataset:
     labels: dict[int, str]
     channel_names: list[str]
     items: list[dict[str, str]] = field(default_factory=list)
+    fingerprint: str | None = None  # set once validated (nas_ops.data.setup.load_checked_dataset)
 
     @property
     def json_path(self) -> Path:
@@ -271,20 +273,21 @@ def _parse_training(path: Path, root: Path, doc: dict[str, Any]) -> list[dict[st
             raise DatasetError(path, "numTraining", f"expected an integer, got {type(num).__name__}")
         if num != len(training):
             raise DatasetError(path, "numTraining", f"is {num} but 'training' lists {len(training)} cases")
-    items = []
     for i, entry in enumerate(training):
         if not isinstance(entry, dict):
             raise DatasetError(path, f"training[{i}]", f"expected an object, got {type(entry).__name__}")
-        item = {}
         for key in ("image", "label"):
             if key not in entry:
                 raise DatasetError(path, f"training[{i}].{key}", "missing key")
             if not isinstance(entry[key], str) or not entry[key]:
                 raise DatasetError(path, f"training[{i}].{key}", f"expected a path string, got {entry[key]!r:.60}")
-            item[key] = str((root / entry[key]).resolve())
         patient = entry.get("patient", case_id(entry["image"]))
         if isinstance(patient, bool) or not isinstance(patient, str | int):
             raise DatasetError(path, f"training[{i}].patient", f"expected a string, got {type(patient).__name__}")
-        item["patient"] = str(patient)
-        items.append(item)
+    # checked: MONAI's reader joins the paths to the dataset folder
+    datalist = load_decathlon_datalist(path, is_segmentation=True, data_list_key="training", base_dir=root)
+    items = []
+    for entry, listed in zip(training, datalist, strict=True):
+        items.append({"image": str(Path(listed["image"]).resolve()), "label": str(Path(listed["label"]).resolve()),
+                      "patient": str(entry.get("patient", case_id(entry["image"])))})
     return items
