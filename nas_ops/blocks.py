@@ -1,8 +1,13 @@
-"""Dimension-agnostic building blocks shared by every method (2D and 3D from the same code)."""
+"""Dimension-agnostic building blocks shared by every method (2D and 3D from the same code).
+
+Layer types come from MONAI's layer factories (``monai.networks.layers.Conv``, ``Norm``, ``Pool``) by spatial
+dimensionality.
+"""
 
 from __future__ import annotations
 
 import torch
+from monai.networks.layers import Conv, Norm, Pool
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
@@ -12,9 +17,7 @@ def conv_type(spatial_dims: int, transposed: bool = False) -> type[nn.Module]:
     """``nn.Conv2d``/``nn.Conv3d`` (or the transposed ones) for the spatial dimensionality."""
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    if transposed:
-        return nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
-    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+    return Conv[Conv.CONVTRANS if transposed else Conv.CONV, spatial_dims]
 
 
 class _SelfConcatFold:
@@ -53,9 +56,9 @@ def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
 def norm_layer(norm: str, spatial_dims: int, channels: int) -> nn.Module:
     """A normalisation layer by name: batch (affine), instance (affine) or none."""
     if norm == "batch":
-        return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
+        return Norm[Norm.BATCH, spatial_dims](channels)
     if norm == "instance":
-        return (nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+        return Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
     if norm == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm '{norm}' (known: {NORMS})")
@@ -63,7 +66,12 @@ def norm_layer(norm: str, spatial_dims: int, channels: int) -> nn.Module:
 
 def max_pool(spatial_dims: int, kernel_size: int = 2) -> nn.Module:
     """Max pooling that halves every spatial size."""
-    return (nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d)(kernel_size)
+    return Pool[Pool.MAX, spatial_dims](kernel_size)
+
+
+def avg_pool(spatial_dims: int, kernel_size) -> nn.Module:
+    """Average pooling by ``kernel_size`` (an int or one size per axis), stride the same."""
+    return Pool[Pool.AVG, spatial_dims](kernel_size, kernel_size)
 
 
 class ConvUnit(nn.Sequential):

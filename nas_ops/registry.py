@@ -1,29 +1,28 @@
 """Registry of methods: a genotype's ``method`` name resolves to one validator and one builder.
 
-Methods register themselves when their module is imported; the built-in ones are imported on
-first lookup, so ``build_network`` works in any process (nnU-Net workers, bundle runs) with no
-set-up call.
+The core knows no method. A method registers itself when its module is imported (:func:`register_method`), and
+declares that module under the entry-point group ``medseg_nas.methods`` of its distribution's metadata, so the
+first lookup of its name imports it in any process (nnU-Net workers, Ray tasks, bundle runs) with no set-up call::
+
+    [project.entry-points."medseg_nas.methods"]
+    unet = "nas_ops.baselines.unet"
+
+A plug-in package outside this project does the same in its own ``pyproject.toml``. A network a method builds
+follows :class:`nas_ops.protocol.SegmentationNetwork`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from torch import nn
 
 from nas_ops.genotype import Genotype
 
-# method name -> module that registers it
-BUILTIN_METHODS: dict[str, str] = {
-    "unet": "nas_ops.baselines.unet",
-    "bionet": "nas_ops.bixnas.bionet",
-    "bixnet": "nas_ops.bixnas.bixnet",
-    "mbnas": "nas_ops.mbnas.network",
-    "resunet": "nas_ops.baselines.resunet",
-}
+ENTRY_POINT_GROUP = "medseg_nas.methods"
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,20 @@ def register_method(
     return _METHODS[name]
 
 
+def declared_methods() -> dict[str, str]:
+    """Method name -> the module that registers it, from the installed distributions' entry points."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def get_method(name: str) -> Method:
-    """The registered method, importing a built-in one on first use."""
-    if name not in _METHODS and name in BUILTIN_METHODS:
-        importlib.import_module(BUILTIN_METHODS[name])
+    """The registered method, importing its declared module on first use."""
     if name not in _METHODS:
-        known = sorted(set(_METHODS) | set(BUILTIN_METHODS))
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == name:
+                ep.load()
+                break
+    if name not in _METHODS:
+        known = sorted(set(_METHODS) | set(declared_methods()))
         raise KeyError(f"unknown method '{name}' (known: {known})")
     return _METHODS[name]
 

@@ -20,10 +20,7 @@ import logging
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from nas_ops.engine.execution import Job, executor
 from nas_ops.errors import InputError
 from nnunet_plans.plans import (
     PlannedDataset,
@@ -116,53 +114,21 @@ def train_command(dataset: int | str, configuration: str, model: Model, fold: in
 def run_commands(commands: Sequence[Sequence[str]], logs: Sequence[Path], timeout_s: float | None = None,
                  jobs: int = 1, env: dict[str, str] | None = None) -> list[float]:
     """Run commands, ``jobs`` at a time, each with its own log file and a timeout; returns wall seconds per command.
+    ``env``: variables set for the commands (default: this package's trainers in ``nnUNet_extTrainer``).
 
-    A command that fails or times out stops the run with an error naming its log; a timed-out command's whole
-    process group (nnU-Net's worker processes included) is killed.
+    Each runs as a job of the execution layer's ``subprocess`` backend: a failed or timed-out command stops the run
+    with an error naming its log; a timed-out command's whole process group (nnU-Net's workers included) is killed.
     """
-    env = env or nnunet_env()
-    pending = list(range(len(commands)))
-    running: dict[int, tuple[subprocess.Popen, float, Any]] = {}
-    seconds = [0.0] * len(commands)
-    try:
-        while pending or running:
-            while pending and len(running) < max(1, jobs):
-                i = pending.pop(0)
-                cmd = [nnunet_cli(commands[i][0]), *commands[i][1:]]
-                Path(logs[i]).parent.mkdir(parents=True, exist_ok=True)
-                fh = open(logs[i], "w")  # noqa: SIM115  closed when the process ends
-                log.info("running %s (log: %s)", " ".join(commands[i]), logs[i])
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-                running[i] = (proc, time.monotonic(), fh)
-            time.sleep(0.5)
-            for i, (proc, start, fh) in list(running.items()):
-                elapsed = time.monotonic() - start
-                if proc.poll() is None and (timeout_s is None or elapsed < timeout_s):
-                    continue
-                if proc.returncode is None:
-                    _kill_group(proc)
-                    fh.close()
-                    raise TimeoutError(f"{' '.join(commands[i])} ran past {timeout_s} s; log: {logs[i]}")
-                fh.close()
-                del running[i]
-                seconds[i] = elapsed
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{' '.join(commands[i])} failed (exit {proc.returncode}); log: {logs[i]}")
-                log.info("done in %.1f s: %s", elapsed, " ".join(commands[i]))
-    finally:
-        for proc, _, fh in running.values():
-            _kill_group(proc)
-            fh.close()
-    return seconds
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the process group this module started for ``proc`` and reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    extra = env if env is not None else {"nnUNet_extTrainer": nnunet_env()["nnUNet_extTrainer"]}
+    batch = [Job("nas_ops.engine.execution.run_command",
+                 {"argv": [nnunet_cli(cmd[0]), *cmd[1:]], "env": extra}, tag=" ".join(cmd), log=str(path))
+             for cmd, path in zip(commands, logs, strict=True)]
+    seconds = {}
+    with executor("subprocess", parallel_jobs=max(1, jobs), timeout_s=timeout_s) as run:
+        for job, result in run(batch):
+            seconds[job.tag] = result["seconds"]
+            log.info("done in %.1f s: %s", result["seconds"], job.tag)
+    return [seconds[job.tag] for job in batch]
 
 
 # -- collecting -----------------------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from pathlib import Path
 from nas_ops.atomic import write_json_atomic
 from nas_ops.errors import GenotypeError, InputError
 from nas_ops.genotype import Genotype
+from nas_ops.protocol import check_protocol
 from nas_ops.registry import build_network
 from nnunet_plans.network import SearchedNetwork
 from nnunet_plans.plans import PlannedDataset, dataset_id, load_planned, network_cost
-from nnunet_plans.taps import total_stride
 from nnunet_plans.trainers import TRAINERS, ext_trainer_dir
 
 NETWORK_CLASS = f"{SearchedNetwork.__module__}.{SearchedNetwork.__qualname__}"
@@ -132,7 +132,7 @@ def export_plans(
     base_patch = list(config["patch_size"]) if patch_size is None else [int(p) for p in patch_size]
     geno = check_fits(geno, planned, configuration, base_patch, source, adapt_io)
 
-    stride = total_stride(build_network(geno), geno)
+    stride = check_protocol(build_network(geno), geno.method, str(source)).total_stride
     strides = net_strides(stride, geno.spatial_dims, source)
     if patch_size is None:
         patch = round_patch(base_patch, stride, rounding)

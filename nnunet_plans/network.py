@@ -12,25 +12,30 @@ nnU-Net calls ``SearchedNetwork(input_channels=..., num_classes=..., deep_superv
 Deep supervision as nnU-Net expects it: with ``decoder.deep_supervision`` on, ``forward`` returns
 ``len(strides) - 1`` logit maps, highest resolution first; output ``i`` has the size
 ``patch_size / prod(strides[:i+1])`` (the targets nnU-Net's loss builds from ``strides``). Output 0 is the searched
-network's own logits; every other output is a 1x1 conv head on a decoder feature map of the network (see
-:mod:`nnunet_plans.taps`), average-pooled when no feature has exactly that resolution (the nearest finer one is
-pooled; for a network without multi-scale decoder outputs, its full-resolution final features). The heads exist
-whether deep supervision is on or off, so a checkpoint loads strictly in both modes.
+network's own logits; every other output is a 1x1 conv head on a decoder feature map of the network, average-pooled
+when no feature has exactly that resolution (the nearest finer one is pooled; for a network without multi-scale
+decoder outputs, its full-resolution final features). The heads exist whether deep supervision is on or off, so a
+checkpoint loads strictly in both modes.
+
+The bridge reads a network only through the public protocol (:class:`nas_ops.protocol.SegmentationNetwork`):
+``forward_with_features(x) -> (logits, decoder features deepest first)`` and ``total_stride``. A new method plugs
+in by giving its network those two; nothing here changes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from nas_ops.blocks import avg_pool, conv_type
 from nas_ops.errors import GenotypeError
 from nas_ops.genotype import Genotype
+from nas_ops.protocol import check_protocol
 from nas_ops.registry import build_network
-from nnunet_plans.taps import ResolvedTap, dry_run, resolve_tap, total_stride
 
 ARCH_SOURCE = "nnU-Net plans: architecture.arch_kwargs.genotype"
 
@@ -74,9 +79,8 @@ class SupervisionHead(nn.Module):
         super().__init__()
         self.feature = feature
         self.pool_size = tuple(pool)
-        avg = nn.AvgPool2d if spatial_dims == 2 else nn.AvgPool3d
-        self.pool = avg(self.pool_size, self.pool_size) if any(p > 1 for p in self.pool_size) else nn.Identity()
-        self.conv = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(channels, num_classes, 1)
+        self.pool = avg_pool(spatial_dims, self.pool_size) if any(p > 1 for p in self.pool_size) else nn.Identity()
+        self.conv = conv_type(spatial_dims)(channels, num_classes, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Decoder features (deepest first) -> ``(B, K, *S_feature / pool)`` logits."""
@@ -130,10 +134,9 @@ class SearchedNetwork(nn.Module):
         self.strides = check_strides(strides, geno.spatial_dims, source)
         self.genotype = geno
         self.spatial_dims = geno.spatial_dims
-        self.network = build_network(geno)
-        self.total_stride = total_stride(self.network, geno, input_channels)
+        self.network = check_protocol(build_network(geno), geno.method, source)
+        self.total_stride = self.network.total_stride
         self.divisor = tuple(math.lcm(self.total_stride, math.prod(axis)) for axis in zip(*self.strides, strict=True))
-        self.tap: ResolvedTap = resolve_tap(self.network, geno, source)
         self.feature_shapes = self._probe_features(input_channels)
         heads = [self._head(i, f, num_classes) for i, f in enumerate(supervision_factors(self.strides)) if i > 0]
         self.decoder = SupervisionDecoder(heads, deep_supervision)
@@ -143,15 +146,15 @@ class SearchedNetwork(nn.Module):
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(1, input_channels, *self.divisor, generator=generator)
         try:
-            logits, feats = dry_run(self.network, x, self.tap.features)
+            logits, feats = dry_run(self.network, x, _with_features)
         except ValueError:  # e.g. InstanceNorm refuses a 1-voxel bottleneck: probe at twice the size
             x = torch.randn(1, input_channels, *(2 * d for d in self.divisor), generator=generator)
-            logits, feats = dry_run(self.network, x, self.tap.features)
+            logits, feats = dry_run(self.network, x, _with_features)
         size = tuple(x.shape[2:])
         expected = dry_run(self.network, x)
         if tuple(logits.shape) != tuple(expected.shape) or not torch.allclose(logits, expected, rtol=1e-4, atol=1e-5):
-            raise RuntimeError(f"feature tap '{self.tap.name}' of method '{self.genotype.method}' does not reproduce "
-                               "the network's forward: update nnunet_plans.taps")
+            raise RuntimeError(f"forward_with_features of method '{self.genotype.method}' does not give the logits of "
+                               "its forward")
         if tuple(logits.shape[2:]) != size:
             raise GenotypeError(ARCH_SOURCE, "strides", f"the network maps an input of {size} to logits of "
                                 f"{tuple(logits.shape[2:])}: not a full-resolution segmentation network")
@@ -180,15 +183,15 @@ class SearchedNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """``(B, C_in, *P) -> (B, K, *P)``; with deep supervision a list, highest resolution first."""
-        logits, feats = self.tap.features(self.network, x)
         if not self.decoder.deep_supervision:
-            return logits
+            return self.network(x)
+        logits, feats = self.network.forward_with_features(x)
         return [logits, *(head(feats) for head in self.decoder.heads)]
 
     def describe(self) -> str:
         """One readable line per output: which feature and pooling feeds it."""
         lines = [f"{self.genotype.name or self.genotype.method} ({self.genotype.method}, {self.spatial_dims}D), "
-                 f"tap {self.tap.name}, total stride {self.total_stride}, strides {self.strides}",
+                 f"total stride {self.total_stride}, strides {self.strides}",
                  "output 0: the network's logits (factor 1)"]
         factors = supervision_factors(self.strides)
         for i, head in enumerate(self.decoder.heads, start=1):
@@ -196,3 +199,18 @@ class SearchedNetwork(nn.Module):
             lines.append(f"output {i} (factor {factors[i]}): 1x1 head on decoder feature {head.feature} "
                          f"({channels} ch, factor {f}), avg-pooled by {head.pool_size}")
         return "\n".join(lines)
+
+
+def _with_features(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return net.forward_with_features(x)
+
+
+def dry_run(net: nn.Module, x: torch.Tensor, fn: Callable[[nn.Module, torch.Tensor], Any] | None = None) -> Any:
+    """``fn(net, x)`` (default ``net(x)``) in eval mode without gradients; the training flag is restored."""
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            return net(x) if fn is None else fn(net, x)
+    finally:
+        net.train(was_training)

@@ -40,8 +40,10 @@ def dataset_name(dataset: int | str) -> str:
 
 
 def dataset_id(name: str) -> int:
-    """The numeric id of ``DatasetXXX_Name``."""
-    return int(name[len("Dataset"):len("Dataset") + 3])
+    """The numeric id of ``DatasetXXX_Name`` (nnU-Net's own conversion)."""
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+
+    return convert_dataset_name_to_id(name)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+    nnUNetTrainerNoMirroring,
+)
 
 from nas_ops.cost_model import count_params
 
@@ -70,8 +73,8 @@ class nnUNetTrainerNAS_AdamW(_AdamWMixin, nnUNetTrainerNAS):
 
 
 class _SmokeMixin:
-    """A short budget for smoke runs: 2 epochs of 4 iterations, 2 validation iterations, no mirroring, and one
-    torch thread on a CPU."""
+    """A short budget for smoke runs: 2 epochs of 4 iterations, 2 validation iterations, and one torch thread on a
+    CPU (no mirroring comes from nnU-Net's ``nnUNetTrainerNoMirroring``, a base of every smoke trainer)."""
 
     smoke_epochs = 2
     smoke_iterations = 4
@@ -84,13 +87,8 @@ class _SmokeMixin:
         self.num_iterations_per_epoch = self.smoke_iterations
         self.num_val_iterations_per_epoch = self.smoke_val_iterations
 
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
 
-
-class nnUNetTrainerNAS_smoke(_SmokeMixin, nnUNetTrainerNAS):
+class nnUNetTrainerNAS_smoke(_SmokeMixin, nnUNetTrainerNAS, nnUNetTrainerNoMirroring):
     """Smoke run with nnU-Net's optimiser: 2 epochs x 4 iterations, no mirroring."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -99,7 +97,7 @@ class nnUNetTrainerNAS_smoke(_SmokeMixin, nnUNetTrainerNAS):
         self._smoke_budget()
 
 
-class nnUNetTrainerNAS_AdamW_smoke(_SmokeMixin, nnUNetTrainerNAS_AdamW):
+class nnUNetTrainerNAS_AdamW_smoke(_SmokeMixin, nnUNetTrainerNAS_AdamW, nnUNetTrainerNoMirroring):
     """Smoke run with AdamW: 2 epochs x 4 iterations, no mirroring."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

@@ -76,22 +76,23 @@ def test_deep_supervision_outputs_have_nnunet_sizes(case):
     assert tuple(net(torch.randn(1, 1, *patch)).shape) == (1, 3, *patch)
 
 
-def test_taps_use_decoder_features_where_the_net_has_them():
+def test_supervision_heads_read_the_decoder_features_each_network_gives():
     unet = SearchedNetwork(1, 3, CASES["unet3d"][0].to_dict(), CASES["unet3d"][1])
     bix = SearchedNetwork(1, 3, CASES["bixnet3d"][0].to_dict(), CASES["bixnet3d"][1])
     bio = SearchedNetwork(1, 3, CASES["bionet2d"][0].to_dict(), CASES["bionet2d"][1])
-    assert unet.tap.name == "registered:unet" and [h.pool_size for h in unet.decoder.heads] == [(1, 1, 1)] * 2
+    assert [h.pool_size for h in unet.decoder.heads] == [(1, 1, 1)] * 2
     # BiX-Net: the last decoder stage's outputs at 1/2 .. 1/16, no pooling
-    assert bix.tap.name == "registered:bixnet" and [h.feature for h in bix.decoder.heads] == [3, 2, 1, 0]
+    assert [h.feature for h in bix.decoder.heads] == [3, 2, 1, 0]
     assert all(h.pool_size == (1, 1, 1) for h in bix.decoder.heads)
     # BiO-Net: pooled final features (the classifier's input)
-    assert bio.tap.name.startswith("classifier-input")
     assert [h.pool_size for h in bio.decoder.heads] == [(2, 2), (4, 4), (8, 8), (16, 16)]
     assert (unet.total_stride, bix.total_stride, bio.total_stride) == (8, 32, 32)
 
 
 class _ToyProtocolNet(torch.nn.Module):
     """A method's network implementing the protocol: ``forward_with_features(x) -> (logits, features)``."""
+
+    total_stride = 2
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -108,39 +109,47 @@ class _ToyProtocolNet(torch.nn.Module):
         return self.forward_with_features(x)[0]
 
 
-def test_a_new_method_plugs_in_through_the_protocol():
+class _NoProtocolNet(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def test_a_new_method_plugs_in_through_the_protocol_and_one_without_it_is_refused():
     from nas_ops.genotype import Genotype
     from nas_ops.registry import register_method
 
-    try:
-        register_method("toy_protocol_net", validate=lambda g: None,
-                        build=lambda g: _ToyProtocolNet(g.in_channels, g.out_channels))
-    except ValueError:  # already registered by an earlier run in this process
-        pass
+    for name, build in (("toy_protocol_net", lambda g: _ToyProtocolNet(g.in_channels, g.out_channels)),
+                        ("toy_no_protocol", lambda g: _NoProtocolNet())):
+        try:
+            register_method(name, validate=lambda g: None, build=build)
+        except ValueError:  # already registered by an earlier run in this process
+            pass
     doc = Genotype("toy_protocol_net", 2, 1, 3, {}).to_dict()
-    net = SearchedNetwork(1, 3, doc, [[1, 1], [2, 2], [2, 2]])  # total stride found by the probe: 2
-    assert net.tap.name == "forward_with_features" and net.total_stride == 2
+    net = SearchedNetwork(1, 3, doc, [[1, 1], [2, 2], [2, 2]])
+    assert net.total_stride == 2
     assert [(h.feature, h.pool_size) for h in net.decoder.heads] == [(0, (1, 1))]
     assert [tuple(o.shape) for o in net(torch.randn(2, 1, 16, 8))] == [(2, 3, 16, 8), (2, 3, 8, 4)]
+    with pytest.raises(GenotypeError, match=r"field 'method': the network of method 'toy_no_protocol' "
+                                            r"\(_NoProtocolNet\) lacks forward_with_features, total_stride"):
+        SearchedNetwork(1, 3, Genotype("toy_no_protocol", 2, 1, 3, {}).to_dict(), [[1, 1], [2, 2]])
 
 
 MBNAS_GENOTYPES = Path(__file__).resolve().parents[1] / "bundles" / "mbnas" / "genotypes"
 
 
 @pytest.mark.parametrize("name", ["unet.json", "resunet.json"])
-def test_later_methods_plug_in_through_the_generic_fallback(name):
-    """MB-NAS's networks and its ResU-Net baseline: no tap registered, supervision on pooled final features."""
+def test_mbnas_networks_and_resunet_supervise_their_pooled_final_features(name):
+    """MB-NAS's networks and its ResU-Net baseline: a searched topology has no fixed decoder: pooled final
+    features."""
     from nas_ops.genotype import Genotype
 
-    path = MBNAS_GENOTYPES / name
-    if not path.is_file():
-        pytest.skip(f"{path} not in this checkout")
-    genotype = Genotype.load(path)
+    genotype = Genotype.load(MBNAS_GENOTYPES / name)
     if genotype.method == "resunet":
         genotype = genotype.replace(spec={"backbone": "resnet10", "decoder_channels": [32, 16, 16, 8, 8]})
     strides = net_strides(32, 2)
     net = SearchedNetwork(genotype.in_channels, genotype.out_channels, genotype.to_dict(), strides)
-    assert net.tap.name.startswith("classifier-input") and net.total_stride == 32
+    assert net.total_stride == 32 and all(h.feature == 0 for h in net.decoder.heads)
+    assert [h.pool_size for h in net.decoder.heads] == [(2, 2), (4, 4), (8, 8), (16, 16)]
     outs = net(torch.randn(2, genotype.in_channels, 64, 32))
     assert [tuple(o.shape[2:]) for o in outs] == [(64, 32), (32, 16), (16, 8), (8, 4), (4, 2)]
 
@@ -222,45 +231,6 @@ def test_patch_rounding_and_strides():
 
 
 # -- export ---------------------------------------------------------------------------------------------------
-
-
-def _configuration(dims: int, patch: list[int]) -> dict:
-    conv = "torch.nn.modules.conv.Conv3d" if dims == 3 else "torch.nn.modules.conv.Conv2d"
-    strides = [[1] * dims] + [[2] * dims] * 2
-    return {
-        "data_identifier": f"nnUNetPlans_{dims}d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": patch, "median_image_size_in_voxels": patch, "spacing": [1.0] * dims,
-        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False], "batch_dice": False,
-        "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": conv,
-                            "kernel_sizes": [[3] * dims] * 3, "strides": strides, "n_conv_per_stage": [2, 2, 2],
-                            "n_conv_per_stage_decoder": [2, 2], "conv_bias": True,
-                            "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
-                            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
-                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                            "nonlin_kwargs": {"inplace": True}},
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-    }
-
-
-@pytest.fixture
-def nnunet_dirs(tmp_path, monkeypatch):
-    """nnU-Net folders with a planned fake Dataset990 (1 channel, background + 2 labels)."""
-    dirs = {k: tmp_path / k for k in ("raw", "preprocessed", "results")}
-    for key, path in dirs.items():
-        path.mkdir()
-        monkeypatch.setenv(f"nnUNet_{key}", str(path))
-    folder = dirs["preprocessed"] / "Dataset990_Fake"
-    folder.mkdir()
-    plans = {"dataset_name": "Dataset990_Fake", "plans_name": "nnUNetPlans", "label_manager": "LabelManager",
-             "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-             "configurations": {"2d": _configuration(2, [40, 36]), "3d_fullres": _configuration(3, [20, 40, 36])}}
-    (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
-    dataset = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "inner": 1, "outer": 2},
-               "numTraining": 6, "file_ending": ".nii.gz"}
-    (folder / "dataset.json").write_text(json.dumps(dataset))
-    return dirs
 
 
 def test_export_writes_a_plans_variant_nnunet_builds(nnunet_dirs, tmp_path):

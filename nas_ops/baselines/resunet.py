@@ -10,6 +10,7 @@ Input sizes must be divisible by 32 (five stride-2 stages).
 
 from __future__ import annotations
 
+import torch
 from monai.networks.nets import FlexibleUNet
 from torch import nn
 
@@ -31,7 +32,12 @@ class ResUNet(nn.Module):
         self.net = FlexibleUNet(in_channels, out_channels, backbone=backbone, pretrained=False,
                                 decoder_channels=tuple(decoder_channels), spatial_dims=spatial_dims, norm=norm)
 
-    def forward(self, x):
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(B, C_in, *S) ->`` logits and ``[decoder output (B, 16, *S)]`` (``nas_ops.protocol``)."""
+        decoded = self.net.decoder(self.net.encoder(x), self.net.skip_connect)
+        return self.net.segmentation_head(decoded), [decoded]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *S) -> (B, K, *S)`` logits."""
         return self.net(x)
 

@@ -62,6 +62,11 @@ class UNet(nn.Module):
             outs.append(x)
         return outs
 
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(B, C_in, *S) ->`` logits ``(B, K, *S)`` and the decoder outputs, deepest first (``nas_ops.protocol``)."""
+        feats = self.decoder_features(x)
+        return self.head(feats[-1]), feats
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *S) -> (B, K, *S)`` logits."""
         return self.head(self.decoder_features(x)[-1])

@@ -78,6 +78,7 @@ class BiONet(nn.Module):
         self.iterations = iterations
         self.integrate = integrate
         self.levels = backbone_levels
+        self.total_stride = 2 ** (backbone_levels + 1)  # stem pool, one pool per backbone level
         self.relu_first = unit_order == "conv-relu-bn"
         self.fold_first_skip = fold_first_skip
         self.channels_last = spatial_dims == 2
@@ -148,7 +149,12 @@ class BiONet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *S) -> (B, K, *S)`` logits."""
-        stride = 2 ** (self.levels + 1)
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(B, C_in, *S) ->`` logits and ``[the classifier's input (B, 32 m, *S)]`` (``nas_ops.protocol``): the
+        recurrent decoder's outputs are integrated at full resolution, so deep supervision pools these."""
+        stride = self.total_stride
         if any(d % stride for d in x.shape[2:]):
             raise ValueError(f"BiO-Net needs spatial sizes divisible by {stride}, got {tuple(x.shape[2:])}")
         if self.channels_last:
@@ -172,7 +178,8 @@ class BiONet(nn.Module):
                 h = self._unit(convs[2], norms[2], h)
             outs.append(h)
         h = self._cat(outs) if self.integrate else outs[-1]
-        return self.classifier(self._units(self.head_convs, self.head_norms, h)).contiguous()
+        features = self._units(self.head_convs, self.head_norms, h)
+        return self.classifier(features).contiguous(), [features]
 
 
 def validate(genotype: Genotype) -> None:

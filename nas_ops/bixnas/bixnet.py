@@ -67,6 +67,12 @@ class BiXNet(ExtractionNetwork):
         """``(B, C_in, *S) -> (B, K, *S)`` logits."""
         return self.finish(self._run(self.begin(x), self.skip_sets, None, self.liveness.alive))
 
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(B, C_in, *S) ->`` logits and the last decoder stage's outputs, level 0 (``S/16``) to level 3
+        (``S/2``), deepest first (``nas_ops.protocol``)."""
+        state = self._run(self.begin(x), self.skip_sets, None, self.liveness.alive)
+        return self.finish(state), [out for out in state.outputs if out is not None]
+
     def summary(self) -> str:
         """Readable table of the blocks per stage (inputs, dead ones marked) and the levels built."""
         return describe(self.skip_sets, self.keep_dead_bridge)

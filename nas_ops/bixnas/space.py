@@ -327,6 +327,7 @@ class ExtractionNetwork(nn.Module):
         self.num_stages = 2 * iterations
         self.width = width
         self.keep_dead_bridge = keep_dead_bridge
+        self.total_stride = 2 ** (LEVELS + 1)  # stem pool, three encoder pools, the bridge's pool
         self.channels_last = spatial_dims == 2  # memory layout of the activations (see ``begin``)
         self.stem = nn.Sequential(
             ConvUnit(spatial_dims, in_channels, stem_width),

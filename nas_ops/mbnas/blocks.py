@@ -14,6 +14,7 @@ followed by a norm (so they have no bias) and, except the last one of a residual
 from __future__ import annotations
 
 import torch
+from monai.networks.layers import Pool
 from torch import nn
 
 from nas_ops.blocks import ConvUnit, conv_type, norm_layer
@@ -23,8 +24,7 @@ BLOCKS = ("vgg", "residual", "dense", "inception")
 
 def _avg_pool(spatial_dims: int) -> nn.Module:
     """3-wide average pooling with stride 1 (keeps the size)."""
-    pool = nn.AvgPool2d if spatial_dims == 2 else nn.AvgPool3d
-    return pool(3, stride=1, padding=1, count_include_pad=False)
+    return Pool[Pool.AVG, spatial_dims](3, stride=1, padding=1, count_include_pad=False)
 
 
 class VGGBlock(nn.Sequential):

@@ -73,6 +73,15 @@ class MBNASNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *S) -> (B, K, *S)`` logits."""
+        return self.head(self._features(x))
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(B, C_in, *S) ->`` logits and ``[the head's input (B, base_channels, *S)]`` (``nas_ops.protocol``): a
+        searched topology has no fixed decoder, so deep supervision pools its final features."""
+        h = self._features(x)
+        return self.head(h), [h]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         if any(s % self.total_stride for s in x.shape[2:]):
             raise ValueError(f"input size {tuple(x.shape[2:])} is not divisible by {self.total_stride} "
                              "(2 ** the deepest level of this genotype)")
@@ -82,7 +91,7 @@ class MBNASNet(nn.Module):
             h = cell(h, saved[skip] if skip is not None else None)
             if i in self.kept:
                 saved[i] = h
-        return self.head(h)
+        return h
 
 
 def build(genotype: Genotype) -> MBNASNet:
