@@ -1,14 +1,35 @@
-"""Helpers that the bundle configs call: where the bundle lies, and the conventions every bundle shares.
+"""What the bundle configs call besides the library's entry functions: where the bundle lies, the check of a
+config's keys, the one error path, and the genotype a config trains.
 
-Every bundle config exposes ``bundle_root``, ``dataset_dir``, ``output_dir``, ``seed``, ``device`` and
-``fold``; a ``configs/demo.json`` overlay sets a small CPU budget and the demo data.
+Every bundle config exposes ``bundle_root``, ``dataset_dir``, ``output_dir``, ``seed``, ``device``, ``fold``,
+``n_folds``, ``num_workers`` (data-loader workers) and ``num_threads`` (torch CPU threads); search configs add
+``backend`` (``local``, ``ray``, ``subprocess``), ``parallel_jobs`` and ``ray_address`` for independent jobs, and a
+nested ``search`` block checked by the method. A ``configs/demo.json`` overlay sets a small CPU budget and the
+demo data. The output folders of one ``output_dir``: ``search/``, ``train/`` (with ``train/models/``),
+``predictions/`` and ``eval/``; no step writes into another's.
+
+Errors: when a bundle run (``python -m monai.bundle run``) or a CLI meets bad input, the user sees one line,
+``error: <file>: field '<field>': <problem>``, and exit status 1; ``MEDSEG_NAS_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
 
 from nas_ops.errors import InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "MEDSEG_NAS_DEBUG"
+log = logging.getLogger(__name__)
 
 
 def bundle_root(name: str) -> str:
@@ -23,3 +44,144 @@ def bundle_root(name: str) -> str:
         None, "bundle_root", f"cannot find bundle '{name}' from {Path.cwd()}: run from the project's root or the "
         "bundle's folder, or pass --bundle_root",
     )
+
+
+# ------------------------------------------------------------------------------------------------- error path
+
+
+def one_line(err: InputError) -> str:
+    """The line a user sees for bad input."""
+    return f"error: {err}"
+
+
+def fail(err: InputError) -> SystemExit:
+    """The exit for bad input: one line on stderr, status 1 (a traceback with ``MEDSEG_NAS_DEBUG=1``)."""
+    log.debug("bad input", exc_info=err)
+    return SystemExit(one_line(err))
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def entry(fn: F) -> F:
+    """Mark a function a bundle config or CLI calls: inside a bundle run, bad input leaves as one line.
+
+    Outside a bundle run (a Python caller, a test) the :class:`~nas_ops.errors.InputError` is raised as is;
+    unexpected errors always keep their traceback.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            if _debug() or active_parser() is None:
+                raise
+            raise fail(err) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def cli(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a function for ``fire``: bad input leaves as one line and status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            if _debug():
+                raise
+            raise fail(err) from None
+
+    return wrapper
+
+
+def active_parser() -> Any:
+    """The MONAI ``ConfigParser`` evaluating the config that called us (found on the call stack), or None."""
+    from monai.bundle import ConfigParser
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, ConfigParser):
+            return obj
+        parser = getattr(obj, "parser", None)
+        if isinstance(parser, ConfigParser):
+            return parser
+        frame = frame.f_back
+    return None
+
+
+# --------------------------------------------------------------------------------------------- the key check
+
+
+def known_keys(root: str | Path) -> dict[str, set[str]]:
+    """Top-level keys of every config of a bundle: ``{"train.json": {...}, ...}``."""
+    out = {}
+    for path in sorted(Path(root, "configs").glob("*.json")):
+        if path.name == "metadata.json":
+            continue
+        out[path.name] = {k.split("#")[0] for k in json.loads(path.read_text())}
+    return out
+
+
+@entry
+def check_config(root: str | Path, workflow: str) -> None:
+    """Refuse a top-level key of the running config that no config of the bundle defines (a typo'd override),
+    naming the nearest known key, and a nested key of ``search`` the method does not know is refused by the
+    method's config block. Run first, from a config's ``initialize``."""
+    from nas_ops.config import nearest
+
+    parser = active_parser()
+    if parser is None:
+        return
+    source = f"{Path(root) / 'configs' / workflow}.json"
+    configs = known_keys(root)
+    known = set().union(*configs.values()) | {"_meta_"}
+    for key in parser.get():
+        if key not in known:
+            mine = configs.get(f"{workflow}.json", set())
+            raise InputError(source, key, f"unknown key{nearest(key, mine or known)}: no config of this bundle "
+                             "reads it")
+
+
+def set_threads(num_threads: int | None) -> None:
+    """torch's CPU threads for this process (None: torch's default)."""
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise InputError(None, "num_threads", f"must be a positive integer or null, got {num_threads!r}")
+        torch.set_num_threads(num_threads)
+
+
+@entry
+def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | None = None) -> None:
+    """A bundle config's ``initialize``: check its keys, set torch's threads and seed every RNG (so the network
+    built from ``network_def`` starts from the run's seed)."""
+    from nas_ops.engine.seeds import seed_everything
+
+    check_config(root, workflow)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"{Path(root) / 'configs' / workflow}.json", "seed",
+                         f"must be a non-negative integer, got {seed!r}")
+    set_threads(num_threads)
+    seed_everything(seed)
+
+
+@entry
+def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channels: bool = False):
+    """The genotype a config trains: read and validated; with ``fit_channels`` its input and output channels set to
+    the dataset's (e.g. a shipped baseline trained on MSD Prostate's 2 modalities and 3 classes), in memory: the
+    file is never rewritten."""
+    from nas_ops.data.setup import load_checked_dataset
+    from nas_ops.genotype import Genotype
+
+    geno = Genotype.load(path)
+    if fit_channels and dataset_dir is not None:
+        ds = load_checked_dataset(dataset_dir, deep=False)
+        if (geno.in_channels, geno.out_channels) != (ds.in_channels, ds.num_classes):
+            log.info("fitting %s to %s: in_channels %d -> %d, out_channels %d -> %d", path, ds.name,
+                     geno.in_channels, ds.in_channels, geno.out_channels, ds.num_classes)
+            geno = geno.replace(in_channels=ds.in_channels, out_channels=ds.num_classes)
+    return geno

@@ -11,7 +11,6 @@ python scripts/bixnas_compare.py --search_dirs "['runs/bixnas_demo','runs/bixnas
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +22,7 @@ import torch
 from nas_ops.cost_model import measure_cost
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
-from nas_ops.training.evaluation import evaluate
-from nas_ops.training.inference import predict
-from nas_ops.training.trainer import train
+from nas_ops.training.chain import train_predict_evaluate
 
 log = logging.getLogger("bixnas_compare")
 
@@ -56,14 +53,12 @@ def compare(
         dice, iou, seconds = [], [], []
         for seed in seeds:
             run = Path(out_dir) / key / f"seed{seed}"
-            train(path, dataset_dir, run, seed=seed, device="cpu", epochs=epochs, batch_size=batch_size,
-                  spatial_size=spatial_size)
-            predict(run / "genotype.json", run / "model.pt", dataset_dir, run, seed=seed, device="cpu",
-                    spatial_size=spatial_size)
-            summary = evaluate(dataset_dir, run)["summary"]
+            trained, metrics = train_predict_evaluate(path, dataset_dir, run, seed=seed, device="cpu", epochs=epochs,
+                                                      batch_size=batch_size, spatial_size=spatial_size)
+            summary = metrics["summary"]
             dice.append(np.mean([v["mean"] for v in summary["dice"].values()]))
             iou.append(np.mean([v["mean"] for v in summary["iou"].values()]))
-            history = json.loads((run / "train_log.json").read_text())["history"]
+            history = trained["history"]
             seconds.append(sum(row["seconds"] for row in history))  # training epochs (kept when a run is reused)
             log.info("%s seed %d: Dice %.4f", name, seed, dice[-1])
         rows.append(f"| {name} | {np.mean(dice):.4f} ± {np.std(dice):.4f} | {np.mean(iou):.4f} ± {np.std(iou):.4f} "

@@ -29,9 +29,8 @@ from nas_ops.data.setup import load_checked_dataset
 from nas_ops.genotype import Genotype
 from nas_ops.mbnas.space import SearchSpace, make_genotype, nodes_of, parse_spec
 from nas_ops.registry import build_network
-from nas_ops.training.evaluation import evaluate
-from nas_ops.training.inference import predict
-from nas_ops.training.trainer import train
+from nas_ops.training.chain import train_predict_evaluate
+from nas_ops.training.losses import make_loss
 
 log = logging.getLogger("mbnas_compare")
 MODELS = ("found", "unet", "resunet", "random")
@@ -89,13 +88,11 @@ def compare(
         for seed in seeds:
             run = out / name / f"seed{seed}"
             t0 = time.perf_counter()
-            train(source, dataset_dir, run, fold=fold, n_folds=n_folds, seed=seed, device=device, epochs=epochs,
-                  batch_size=batch_size, lr=1e-3, optimiser="adam", loss="foreground_dice", lr_power=0.9,
-                  spatial_size=spatial_size, slice_axis=2)
-            predict(run / "genotype.json", run / "model.pt", dataset_dir, run, "validation", fold, n_folds, seed,
-                    device, spatial_size)
-            metrics = evaluate(dataset_dir, run)
-            history = json.loads((run / "train_result.json").read_text())["history"]
+            # the MB-NAS protocol: Adam 1e-3 with polynomial decay 0.9 (the trainer's defaults), foreground Dice
+            trained, metrics = train_predict_evaluate(
+                source, dataset_dir, run, fold=fold, n_folds=n_folds, seed=seed, device=device, epochs=epochs,
+                batch_size=batch_size, loss=make_loss("foreground_dice"), spatial_size=spatial_size, slice_axis=2)
+            history = trained["history"]
             per_seed.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                              "train_seconds": round(sum(h["seconds"] for h in history), 1),
                              **{m: _case_means(metrics, m) for m in ("dice", "hd95", "surface_dice")}})

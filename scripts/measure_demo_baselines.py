@@ -19,9 +19,7 @@ import torch
 
 from nas_ops.baselines.unet import unet_genotype
 from nas_ops.data import ensure_demo_data, fold_items, load_case, load_msd_dataset, read_array, threshold_dice
-from nas_ops.training.evaluation import evaluate
-from nas_ops.training.inference import predict
-from nas_ops.training.trainer import train
+from nas_ops.training.chain import train_predict_evaluate
 
 NETS = {  # name -> U-Net spec: the tiny net has 2 levels of 4/8 channels and one conv per level
     "tiny net": {"features": [4, 8], "convs_per_level": 1},
@@ -58,11 +56,8 @@ def measure(root: str = "demo_data", out: str = "docs/demo_data.md", work: str =
             g = unet_genotype(2, ds.in_channels, ds.num_classes, **spec).replace(name=name)
             g.save(run / "source_genotype.json")
             tic = time.perf_counter()
-            train(run / "source_genotype.json", dataset_dir, run, epochs=s["epochs"], batch_size=s["batch_size"],
-                  spatial_size=s["spatial_size"], device="cpu")
-            predict(run / "genotype.json", run / "model.pt", dataset_dir, run, spatial_size=s["spatial_size"],
-                    device="cpu")
-            m = evaluate(dataset_dir, run, run / "genotype.json", s["spatial_size"])
+            _, m = train_predict_evaluate(run / "source_genotype.json", dataset_dir, run, epochs=s["epochs"],
+                                          batch_size=s["batch_size"], spatial_size=s["spatial_size"], device="cpu")
             res[name] = {
                 "dice": [m["summary"]["dice"][c]["mean"] for c in classes],
                 "std": [m["summary"]["dice"][c]["std"] for c in classes],

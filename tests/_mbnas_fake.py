@@ -39,14 +39,15 @@ def fake_score(genotype: dict, fold: int, seed: int, budget: dict) -> dict:
 def run_search(output_dir: str, budget: int, variant: str = "mbnas", start: str = "unet", log: str = "",
                sleep: float = 0.0, seed: int = 0) -> dict:
     """A small Local Search (6 nodes, depth 3) with the fake trainings: 2 folds x 1 seed per evaluation."""
-    from nas_ops.mbnas.evaluate import local_runner
+    from nas_ops.engine.execution import executor
     from nas_ops.mbnas.local_search import LocalSearch
     from nas_ops.mbnas.space import SearchSpace, make_genotype
 
     space = SearchSpace(num_nodes=6, max_depth=3)
     ls = LocalSearch(output_dir, space, lambda nodes: make_genotype(nodes, 1, 2, base_channels=4, max_depth=3),
-                     [(0, 0), (1, 0)], variant, start, budget, seed)
-    with local_runner(fake_score, {"log": log, "sleep": sleep}) as run:
+                     [(0, 0), (1, 0)], variant, start, budget, seed, evaluate="_mbnas_fake.fake_score",
+                     training={"log": log, "sleep": sleep})
+    with executor("local") as run:
         return ls.run(run)
 
 

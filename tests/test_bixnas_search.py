@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from nas_ops.bixnas.context import SegScores
 from nas_ops.bixnas.phase2 import (
     combine,
     draw_stage_samples,
@@ -36,6 +35,7 @@ from nas_ops.errors import DatasetError, InputError
 from nas_ops.genotype import Genotype
 from nas_ops.pareto import dominates, non_dominated_sort, pareto_front, select_by_score, select_from_front
 from nas_ops.training.losses import make_loss
+from nas_ops.training.metrics import ValidationScores
 
 torch.set_num_threads(1)
 
@@ -240,14 +240,36 @@ def test_bad_config_is_refused_before_anything_is_written(tiny_dataset, tmp_path
     assert not out.exists()
 
 
-def test_bad_dataset_and_other_settings_are_refused_before_anything_is_written(reference, tmp_path):
+def test_the_search_block_is_checked_naming_its_keys(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    block = {k: v for k, v in TINY.items() if k not in ("n_folds", "device", "num_threads")}
+    run = {"n_folds": 4, "device": "cpu", "config_source": "search.json"}
+    with pytest.raises(InputError, match=r"search.json: field 'search#phase1_epohcs': unknown key \(did you mean "
+                                         r"'phase1_epochs'\?\)"):
+        search(tiny_dataset, out, config={**block, "phase1_epohcs": 3}, **run)
+    with pytest.raises(InputError, match=r"field 'search#batch_size': must be an integer, got 'abc'"):
+        search(tiny_dataset, out, config={**block, "batch_size": "abc"}, **run)
+    with pytest.raises(InputError, match=r"field 'search#phase1_epochs': must be >= 1, got 0"):
+        search(tiny_dataset, out, config={**block, "phase1_epochs": 0}, **run)
+    with pytest.raises(InputError, match=r"field 'device': must be 'auto', 'cpu'"):
+        search(tiny_dataset, out, config=block, **{**run, "device": "tpu"})
+    assert not out.exists()
+
+
+def test_bad_dataset_and_other_settings_are_refused_before_anything_is_written(reference, tiny_dataset, tmp_path):
     with pytest.raises(DatasetError, match="no such folder"):
         search(tmp_path / "missing", tmp_path / "run", **TINY)
     assert not (tmp_path / "run").exists()
     out, _ = reference
     before = _listing(out)
     with pytest.raises(InputError, match="field 'phase1_epochs'.*phase1_epochs=6"):
-        search(REPO_ROOT / "missing", out, **{**TINY, "phase1_epochs": 7})
+        search(tiny_dataset, out, **{**TINY, "phase1_epochs": 7})
+    # a finished search is not reported for another dataset (nor for a missing one)
+    other = make_nuclei_dataset(tmp_path / "Task900_Other", num_images=8, size=64, seed=1)
+    with pytest.raises(InputError, match=r"phase1_state.pt: field 'dataset.fingerprint': this output_dir holds"):
+        search(other, out, **TINY)
+    with pytest.raises(DatasetError, match="no such folder"):
+        search(REPO_ROOT / "missing", out, **TINY)
     assert _listing(out) == before
 
 
@@ -271,11 +293,12 @@ def test_scores_are_mean_foreground_iou_and_dice():
     pred = label.clone()
     pred[0, 0, 2] = 1  # image 0: class 1 predicted on 12 pixels, 8 right: IoU 8/12, Dice 16/20
     pred[1, 0, :, 2] = 2  # image 1: class 2 on 12 pixels, 8 right
-    scores = SegScores(3)
+    scores = ValidationScores(3)
     scores.add(torch.nn.functional.one_hot(pred[:, 0], 3).permute(0, 3, 1, 2).float(), label)
-    iou, dice = scores.result()
+    result = scores.result()
     # per class the mean over images whose reference has it (image 1 has no class 1), then over classes
-    assert iou == pytest.approx(8 / 12) and dice == pytest.approx(16 / 20)
+    assert result["iou"] == pytest.approx(8 / 12) and result["dice"] == pytest.approx(16 / 20)
+    assert result["dice_per_class"] == pytest.approx([16 / 20, 16 / 20])
 
 
 # -- SIGKILL and resume ------------------------------------------------------------------------------------
@@ -283,7 +306,6 @@ def test_scores_are_mean_foreground_iou_and_dice():
 CHILD = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO)
-from nas_ops.bixnas.context import SegScores
 from nas_ops.bixnas.search import search
 search(**json.loads(sys.argv[1]))
 """

@@ -191,7 +191,7 @@ def test_local_search_accepts_only_strict_improvements_and_stops_on_budget(tmp_p
 
 
 def test_local_search_with_a_flat_score_stops_after_one_sweep(monkeypatch, tmp_path):
-    monkeypatch.setattr(_mbnas_fake, "fake_score", lambda g, f, s, b: {"score": 0.5})
+    monkeypatch.setattr(_mbnas_fake, "fake_score", lambda genotype, fold, seed, budget: {"score": 0.5})
     result = _mbnas_fake.run_search(str(tmp_path), budget=1000, variant="micro")
     assert result["stop"] == "local optimum" and result["sweeps"] == 1 and result["moves"] == []
     # micro: 6 blocks x 3 other values + 6 kernels x 2 other values, plus the start
@@ -347,8 +347,8 @@ def test_real_search_through_the_workflow_writes_every_output(tmp_path):
               spatial_size=[32, 32], base_channels=4, num_nodes=4, max_depth=2, device="cpu")
     summary = search(data, tmp_path / "out", **kw)
     out = tmp_path / "out"
-    for name in ("genotype.json", "search_state.pt", "search_result.json", "search_config.json", "search_log.txt",
-                 "trajectory.png", "genotype.png"):
+    for name in ("genotype.json", "search_state.pt", "search_result.json", "search_log.txt", "trajectory.png",
+                 "genotype.png"):
         assert (out / name).is_file(), name
     assert summary["evaluations"] == 2 and summary["stop"] == "budget"
     g = Genotype.load(out / "genotype.json")
@@ -359,24 +359,25 @@ def test_real_search_through_the_workflow_writes_every_output(tmp_path):
     a = train_and_score(g.to_dict(), 0, 0, budget)
     b = train_and_score(g.to_dict(), 0, 0, budget)
     assert a["score"] == b["score"] and a["loss"] == b["loss"] and len(a["val_dice"]) == 1
-    # resuming a finished search returns its result; changing what it searches is refused
+    # resuming a finished search returns its result and rewrites nothing; changing what it searches is refused
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert search(data, out, **kw)["best_key"] == summary["best_key"]
-    with pytest.raises(Exception, match="variant"):
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    with pytest.raises(Exception, match="config.variant"):
         search(data, out, **{**kw, "variant": "macro"})
 
 
-@pytest.mark.slow
-def test_ray_backend_gives_the_same_search_as_in_process(tmp_path):
+def test_ray_and_subprocess_backends_give_the_same_search_as_in_process(tmp_path):
     pytest.importorskip("ray")
     from nas_ops.data.demo import make_mri_dataset
     from nas_ops.mbnas.workflow import search
 
     data = make_mri_dataset(tmp_path / "data", num_patients=5, shape=(32, 32, 8))
-    kw = dict(budget=4, folds=[0, 1], seeds=[0], epochs=2, batch_size=8, spatial_size=[32, 32], base_channels=4,
+    kw = dict(budget=3, folds=[0, 1], seeds=[0], epochs=1, batch_size=8, spatial_size=[32, 32], base_channels=4,
               num_nodes=4, max_depth=2, device="cpu", plots=False)
     logs = {}
-    for backend in ("local", "ray"):
-        search(data, tmp_path / backend, backend=backend, num_workers=2, **kw)
+    for backend in ("local", "ray", "subprocess"):
+        search(data, tmp_path / backend, backend=backend, parallel_jobs=2, **kw)
         result = json.loads((tmp_path / backend / "search_result.json").read_text())
         logs[backend] = [(e["key"], e["score"]) for e in result["log"]]
-    assert logs["local"] == logs["ray"] and len(logs["ray"]) == 4
+    assert logs["local"] == logs["ray"] == logs["subprocess"] and len(logs["ray"]) == 3

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from nas_ops.atomic import write_json_atomic
 from nas_ops.bixnas import plots
 from nas_ops.bixnas.context import SearchRun, save_state_dict
 from nas_ops.bixnas.space import LEVELS, SkipSets, describe, stage_name
 from nas_ops.bixnas.supernet import BiXSupernet
-from nas_ops.search_state import SearchState, refuse_other_settings
-from nas_ops.training.loop import train_epoch
+from nas_ops.engine.loop import RunCheckpoint, RunEngine
+from nas_ops.engine.steps import SupervisedStep
+from nas_ops.search_state import SearchState
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,8 @@ GENOTYPE_FILE, SELECTION_FILE, WEIGHTS_FILE = "phase1_genotype.json", "phase1_se
 
 def phase1_state(run: SearchRun) -> SearchState:
     """The checkpoint of Phase 1 in the run's output folder."""
-    return SearchState(run.output_dir, STATE_FILE, RESULT_FILE)
+    return SearchState(run.output_dir, STATE_FILE, RESULT_FILE, identity=run.identity(phase1_only=True),
+                       what="BiX-NAS Phase 1")
 
 
 def selection_probabilities(model: BiXSupernet) -> dict[str, torch.Tensor]:
@@ -78,21 +78,20 @@ def make_optimiser(model: BiXSupernet, run: SearchRun) -> tuple[torch.optim.Opti
     return opt, sched
 
 
-def run_phase1(run: SearchRun) -> dict[str, Any]:
-    """Run (or resume, or return the result of) Phase 1 in ``run.output_dir``; returns the Phase-1 result."""
+def run_phase1(run: SearchRun, state: SearchState | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the result of) Phase 1 in ``run.output_dir`` on the run engine; ``state``: the
+    checkpoint's handle (default :func:`phase1_state`)."""
     c = run.config
-    state = phase1_state(run)
+    state = state or phase1_state(run)
     model = run.new_supernet()
     opt, sched = make_optimiser(model, run)
-    objects = {"model": model, "optimiser": opt, "scheduler": sched}
-    generators = {"loader": run.loader_rng}
-    resumed = state.resume(objects, generators=generators)
+    checkpoint = RunCheckpoint(state, {"model": model, "optimiser": opt, "scheduler": sched},
+                               {"loader": run.loader_rng})
+    resumed = checkpoint.resume()
     if resumed.finished:
         log.info("Phase 1 in %s already finished: candidate sets in %s", run.output_dir, GENOTYPE_FILE)
         return resumed.result
     identity = run.identity(phase1_only=True)
-    if not resumed.fresh:
-        refuse_other_settings(resumed.state.get("config", {}), identity, state.path)
     history: list[dict[str, Any]] = resumed.state.get("history", [])
     entropy_init = resumed.state["entropy_init"] if history else mean_entropy(model)
     if history:
@@ -100,27 +99,22 @@ def run_phase1(run: SearchRun) -> dict[str, Any]:
     else:
         log.info("Phase 1: %d epochs, %d training batches each, supernet of %d searching blocks",
                  c.phase1_epochs, run.num_train_batches(), len(model.selection))
-    bar = tqdm(range(len(history), c.phase1_epochs), desc="Phase 1", initial=len(history), total=c.phase1_epochs,
-               dynamic_ncols=True)
-    for epoch in bar:
-        tic = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
-        loss = train_epoch(model, run.train_batches(epoch), opt, run.loss_fn, run.device,
-                           desc=f"Phase 1 epoch {epoch + 1}")
-        sched.step()
+
+    def validate(epoch: int) -> dict[str, Any]:
         model.eval()
         (iou, dice), = run.validate(lambda x: [model(x)], 1)
         entropies = block_entropies(model)
-        row = {"phase": 1, "epoch": epoch + 1, "lr": lr, "loss": loss, "val_iou": iou, "val_dice": dice,
-               "mean_entropy": sum(entropies.values()) / len(entropies), "block_entropy": entropies,
-               "seconds": round(time.perf_counter() - tic, 2)}
-        history.append(row)
-        loop_state = {"config": identity, "entropy_init": entropy_init, "history": history}
-        state.save(loop_state, objects=objects, generators=generators)
+        return {"val_iou": iou, "val_dice": dice, "mean_entropy": sum(entropies.values()) / len(entropies),
+                "block_entropy": entropies}
+
+    def on_epoch(row: dict[str, Any]) -> dict[str, Any]:
+        history.append({"phase": 1, **row})
         run.write_log(history)
-        bar.set_postfix(loss=f"{loss:.3f}", iou=f"{iou:.3f}", H=f"{row['mean_entropy']:.3f}")
-        log.info("Phase 1 epoch %d/%d: loss %.4f, val IoU %.4f, Dice %.4f, mean selection entropy %.4f (%.1fs)",
-                 epoch + 1, c.phase1_epochs, loss, iou, dice, row["mean_entropy"], row["seconds"])
+        return {"entropy_init": entropy_init, "history": history}
+
+    engine = RunEngine(SupervisedStep(model, run.loss_fn, opt), run.train_batches, run.device, scheduler=sched,
+                       validate=validate, checkpoint=checkpoint, desc="Phase 1", num_batches=run.num_train_batches())
+    engine.run(range(len(history), c.phase1_epochs), on_epoch)
     return _finish(run, state, model, history, identity, entropy_init)
 
 

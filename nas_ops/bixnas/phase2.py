@@ -31,16 +31,13 @@ final front, ties to fewer MACs), ``phase2_result.json`` and ``plots/phase2_pare
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import set_determinism
 from torch import nn
-from tqdm import tqdm
 
 from nas_ops.bixnas import plots
 from nas_ops.bixnas.context import SearchRun
@@ -57,8 +54,10 @@ from nas_ops.bixnas.space import (
     stage_name,
 )
 from nas_ops.bixnas.supernet import BiXSupernet
+from nas_ops.engine.loop import RunCheckpoint, RunEngine
+from nas_ops.engine.seeds import seed_everything, stream_seed
 from nas_ops.pareto import select_from_front
-from nas_ops.search_state import SearchState, refuse_other_settings
+from nas_ops.search_state import SearchState
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +209,25 @@ def shared_head_step(
     return losses
 
 
+class SharedHeadStep:
+    """The run engine's step for one Phase-2 stage: every network of ``networks`` trained on each batch with the
+    shared head (:func:`shared_head_step`); returns their mean loss."""
+
+    def __init__(self, model: BiXSupernet, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                 networks: Sequence[SkipSets], stage: int) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.networks = networks
+        self.stage = stage
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = shared_head_step(self.model, image, label, self.networks, self.stage, self.loss_fn)
+        self.optimizer.step()
+        return sum(losses) / len(losses)
+
+
 def naive_step(
     model: BiXSupernet, image: torch.Tensor, label: torch.Tensor, networks: Sequence[SkipSets], loss_fn: nn.Module
 ) -> list[float]:
@@ -226,7 +244,7 @@ def naive_step(
 
 def phase2_state(run: SearchRun) -> SearchState:
     """The checkpoint of Phase 2 in the run's output folder."""
-    return SearchState(run.output_dir, STATE_FILE, RESULT_FILE)
+    return SearchState(run.output_dir, STATE_FILE, RESULT_FILE, identity=run.identity(), what="BiX-NAS Phase 2")
 
 
 def _stage_optimiser(model: BiXSupernet, run: SearchRun) -> tuple[torch.optim.Optimizer, Any]:
@@ -257,31 +275,30 @@ def _as_lists(sets: SkipSets) -> list[list[list[int]]]:
     return [[list(ins) for ins in stage] for stage in sets]
 
 
-def run_phase2(run: SearchRun, phase1_result: dict[str, Any]) -> dict[str, Any]:
-    """Run (or resume, or return the result of) Phase 2 in ``run.output_dir`` from Phase 1's candidate sets."""
+def run_phase2(run: SearchRun, phase1_result: dict[str, Any], state: SearchState | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the result of) Phase 2 in ``run.output_dir`` from Phase 1's candidate sets, each
+    stage's epochs on the run engine with the shared-head step; ``state``: the checkpoint's handle."""
     c = run.config
-    state = phase2_state(run)
+    state = state or phase2_state(run)
     # Phase 2 starts from its own seeds, so it does not depend on what Phase 1 left in the RNGs (whether it ran in
     # this process, was resumed, or ran in another one); a checkpoint then restores its own RNG states.
-    phase2_seed = (run.seed + PHASE2_SEED_OFFSET) % 2**32
-    set_determinism(phase2_seed)
+    phase2_seed = stream_seed(run.seed, PHASE2_SEED_OFFSET)
+    seed_everything(phase2_seed)
     run.loader_rng.manual_seed(phase2_seed)
     model = run.new_supernet()
     opt, sched = _stage_optimiser(model, run)
     objects: dict[str, Any] = {"model": model, "optimiser": opt, "scheduler": sched}
     sampler_rng = np.random.default_rng([run.seed, 2])
-    generators = {"loader": run.loader_rng, "sampler": sampler_rng}
-    resumed = state.resume(objects, generators=generators)
+    checkpoint = RunCheckpoint(state, objects, {"loader": run.loader_rng, "sampler": sampler_rng})
+    resumed = checkpoint.resume()
     if resumed.finished:
         log.info("Phase 2 in %s already finished: selected genotype in %s", run.output_dir, GENOTYPE_FILE)
         return resumed.result
     identity = run.identity()
-    if not resumed.fresh:
-        refuse_other_settings(resumed.state.get("config", {}), identity, state.path)
     phase1_sets = _as_sets(phase1_result["candidate_sets"], c.iterations)
     pos: dict[str, Any] = dict(resumed.state) if not resumed.fresh else {
-        "config": identity, "stage_index": 0, "epoch": 0, "population": [_as_lists(phase1_sets)], "networks": None,
-        "best": None, "stages": [], "history": []}
+        "stage_index": 0, "epoch": 0, "population": [_as_lists(phase1_sets)], "networks": None, "best": None,
+        "stages": [], "history": []}
     stages = searched_stages(c.iterations)
     phase1_history = phase1_result.get("history", [])
     if pos["stage_index"] or pos["epoch"]:
@@ -304,16 +321,24 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any]) -> dict[str, Any]:
                      stage_name(stage), k + 1, len(stages), len(samples), len(population), len(pos["networks"]),
                      c.phase2_epochs)
         networks = [_as_sets(net, c.iterations) for net in pos["networks"]]
-        bar = tqdm(range(pos["epoch"], c.phase2_epochs), desc=f"Phase 2 {stage_name(stage)}", initial=pos["epoch"],
-                   total=c.phase2_epochs, dynamic_ncols=True)
-        for epoch in bar:
-            row = _train_and_score(run, model, opt, networks, stage, epoch, pos["best"])
-            sched.step()
-            pos["history"].append(row)
-            pos["epoch"] = epoch + 1
-            state.save(pos, objects=objects, generators=generators)
+        engine = RunEngine(
+            SharedHeadStep(model, run.loss_fn, opt, networks, stage),
+            lambda epoch, stage=stage: run.train_batches(1_000_000 + 1_000 * stage + epoch), run.device,
+            scheduler=sched,
+            validate=lambda epoch, networks=networks, stage=stage: _scores(run, model, networks, stage),
+            checkpoint=checkpoint, desc=f"Phase 2 {stage_name(stage)}", num_batches=run.num_train_batches(),
+        )
+
+        def on_epoch(row: dict[str, Any], stage: int = stage) -> dict[str, Any]:
+            for i, (iou, dice) in enumerate(zip(row["val_iou"], row["val_dice"], strict=True)):
+                if c.phase2_score == "last" or iou > pos["best"][i]["val_iou"]:
+                    pos["best"][i] = {"val_iou": iou, "val_dice": dice, "epoch": row["epoch"]}
+            pos["history"].append({"phase": 2, "stage": stage, "stage_name": stage_name(stage), **row})
+            pos["epoch"] = row["epoch"]
             run.write_log(phase1_history + pos["history"])
-            bar.set_postfix(loss=f"{row['loss']:.3f}", best_iou=f"{max(row['val_iou']):.3f}")
+            return pos
+
+        engine.run(range(pos["epoch"], c.phase2_epochs), on_epoch)
         record = _close_stage(run, stage, networks, pos["best"])
         pos["stages"].append(record)
         pos["history"].append({"phase": 2, "event": "stage_done", "stage": stage, "stage_name": stage_name(stage),
@@ -321,7 +346,7 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any]) -> dict[str, Any]:
                                "kept_scores": [[record["val_iou"][i], record["macs"][i]] for i in record["kept"]]})
         pos.update(stage_index=k + 1, epoch=0, networks=None, best=None,
                    population=[record["networks"][i] for i in record["kept"]])
-        state.save(pos, objects=objects, generators=generators)
+        checkpoint.save(pos)
         run.write_log(phase1_history + pos["history"])
         if run.plots:
             plots.plot_pareto(pos["stages"], run.output_dir / "plots" / "phase2_pareto.png",
@@ -329,43 +354,11 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any]) -> dict[str, Any]:
     return _finish(run, state, pos, identity)
 
 
-def _train_and_score(
-    run: SearchRun,
-    model: BiXSupernet,
-    opt: torch.optim.Optimizer,
-    networks: list[SkipSets],
-    stage: int,
-    epoch: int,
-    best: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """One epoch of shared-head training, then validation of every network; updates ``best`` in place."""
-    c = run.config
-    tic = time.perf_counter()
-    lr = opt.param_groups[0]["lr"]
-    model.train()
-    total, seen = 0.0, 0
-    batches = tqdm(run.train_batches(1_000_000 + 1_000 * stage + epoch), total=run.num_train_batches(), leave=False,
-                   desc=f"{stage_name(stage)} epoch {epoch + 1}", dynamic_ncols=True, mininterval=2.0)
-    for batch in batches:
-        image, label = run.to_device(batch)
-        opt.zero_grad(set_to_none=True)
-        losses = shared_head_step(model, image, label, networks, stage, run.loss_fn)
-        opt.step()
-        total += sum(losses) / len(losses) * image.shape[0]
-        seen += image.shape[0]
-        batches.set_postfix(loss=f"{total / seen:.4f}")
+def _scores(run: SearchRun, model: BiXSupernet, networks: list[SkipSets], stage: int) -> dict[str, Any]:
+    """Validation IoU and Dice of every network of the stage (the shared head run once per batch)."""
     model.eval()
     scores = run.validate(lambda x: tails_forward(model, x, networks, stage), len(networks))
-    for i, (iou, dice) in enumerate(scores):
-        if c.phase2_score == "last" or iou > best[i]["val_iou"]:
-            best[i] = {"val_iou": iou, "val_dice": dice, "epoch": epoch + 1}
-    row = {"phase": 2, "stage": stage, "stage_name": stage_name(stage), "epoch": epoch + 1, "lr": lr,
-           "loss": total / max(seen, 1), "val_iou": [s[0] for s in scores], "val_dice": [s[1] for s in scores],
-           "seconds": round(time.perf_counter() - tic, 2)}
-    log.info("Phase 2 %s epoch %d/%d: loss %.4f, val IoU of %d architectures %.4f..%.4f (%.1fs)",
-             stage_name(stage), epoch + 1, c.phase2_epochs, row["loss"], len(networks), min(row["val_iou"]),
-             max(row["val_iou"]), row["seconds"])
-    return row
+    return {"val_iou": [s[0] for s in scores], "val_dice": [s[1] for s in scores]}
 
 
 def _close_stage(run: SearchRun, stage: int, networks: list[SkipSets], best: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The BiX-NAS search end to end: Phase 1 then Phase 2 on one output folder, resumable, each phase also alone.
 
-``search(...)`` is what ``bundles/bixnas/configs/search.json`` runs. Everything is checked before anything is
-written: the config values (an :class:`~nas_ops.errors.InputError` names the key), the dataset (MSD layout, via
-:func:`nas_ops.data.setup.prepare_fold`: 2D images are used whole, 3D volumes are sliced along ``slice_axis``;
-``out_channels`` is the number of classes with background, IoU the mean foreground IoU), and that a search already
-in ``output_dir`` was started with the same settings. A killed search resumes from its last checkpoint when run
+``search(...)`` is what ``bundles/bixnas/configs/search.json`` runs (into ``<output_dir>/search``). Everything is
+checked before anything is written: the run's keys and the ``search`` block (:class:`SearchConfig`, by the shared
+config checker, naming the key), the dataset (MSD layout, via :func:`nas_ops.data.setup.prepare_fold`: 2D images
+are used whole, 3D volumes are sliced along ``slice_axis``; ``out_channels`` is the number of classes with
+background, IoU the mean foreground IoU), and that a search already in ``output_dir`` has the same identity
+(settings, seed, fold and the dataset's fingerprint). A killed search resumes from its last checkpoint when run
 again and ends with the same genotype as an uninterrupted one; a finished one is not run again, its result is
 reported. Progress: tqdm bars, log lines, and ``<output_dir>/search_log.jsonl`` (one JSON object per epoch).
 """
@@ -12,100 +13,97 @@ reported. Progress: tqdm bars, log lines, and ``<output_dir>/search_log.jsonl`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import torch
-from monai.utils import set_determinism
-
-from nas_ops.bixnas.context import CONFIG_SOURCE, SearchConfig, SearchRun, check_run_args
-from nas_ops.bixnas.phase1 import phase1_state, run_phase1
-from nas_ops.bixnas.phase2 import GENOTYPE_FILE, phase2_state, run_phase2
-from nas_ops.data.setup import prepare_fold
+from nas_ops.bixnas.context import SearchConfig, SearchRun, search_identity
+from nas_ops.bixnas.phase1 import RESULT_FILE as PHASE1_RESULT
+from nas_ops.bixnas.phase1 import STATE_FILE as PHASE1_STATE
+from nas_ops.bixnas.phase1 import run_phase1
+from nas_ops.bixnas.phase2 import GENOTYPE_FILE, run_phase2
+from nas_ops.bixnas.phase2 import RESULT_FILE as PHASE2_RESULT
+from nas_ops.bixnas.phase2 import STATE_FILE as PHASE2_STATE
+from nas_ops.bundle import entry, set_threads
+from nas_ops.config import NonNegativeInt, PositiveInt, Rule, checked
+from nas_ops.data.setup import dataset_identity, prepare_fold
+from nas_ops.engine.seeds import seed_everything
 from nas_ops.errors import InputError
-from nas_ops.search_state import SearchState, refuse_other_settings
-from nas_ops.training.loop import resolve_device
+from nas_ops.search_state import SearchState
+from nas_ops.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
+CONFIG_SOURCE = "search config"
 
 
+@entry
+@checked
 def search(
     dataset_dir: str | Path,
     output_dir: str | Path,
-    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    seed: NonNegativeInt = 0,
     device: str = "auto",
-    fold: int = 0,
-    n_folds: int = 5,
-    phase: str = "all",
-    spatial_size: Sequence[int] = (512, 512),
-    num_workers: int = 0,
-    num_threads: int | None = None,
+    fold: NonNegativeInt = 0,
+    n_folds: Annotated[int, Rule(min=2)] = 5,
+    phase: Literal["all", "phase1", "phase2"] = "all",
+    num_workers: NonNegativeInt = 0,
+    num_threads: PositiveInt | None = None,
     plots: bool = True,
-    **config: Any,
+    config_source: str = CONFIG_SOURCE,
+    **more: Any,
 ) -> dict[str, Any]:
     """Run the BiX-NAS search (``phase="all"``), or Phase 1 or Phase 2 alone; returns the phase's summary.
 
-    ``config``: the budgets and choices of :class:`nas_ops.bixnas.context.SearchConfig` (``phase1_epochs``,
-    ``phase2_samples``, ...). Phase 2 alone needs a finished Phase 1 in ``output_dir``. ``num_threads``: torch's
-    CPU threads for this process (None: torch's default; 1 avoids oversubscription on a shared small machine).
+    ``config``: the ``search`` block (:class:`nas_ops.bixnas.context.SearchConfig`: ``phase1_epochs``,
+    ``phase2_samples``, ...); its keys may also come as keyword arguments. Phase 2 alone needs a finished Phase 1
+    in ``output_dir``. ``num_threads``: torch's CPU threads (None: torch's default; 1 on a shared small machine).
     """
-    check_run_args(phase, fold, n_folds, seed)
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                                    or num_threads < 1):
-        raise InputError(CONFIG_SOURCE, "num_threads", f"must be a positive integer or null, got {num_threads!r}")
-    cfg = SearchConfig.from_values(spatial_size=spatial_size, **config)
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    source = config_source
+    if fold >= n_folds:
+        raise InputError(source, "fold", f"must be < n_folds = {n_folds}, got {fold}")
+    cfg = SearchConfig.from_values(config, source, prefix="search#" if config is not None else "", **more)
+    dev = resolve_device(device)
+    set_threads(num_threads)
     output_dir = Path(output_dir)
-    identity = {"seed": seed, "fold": fold, "n_folds": n_folds}
-    done = _finished_result(output_dir, phase, {**identity, **cfg.as_dict()}, {**identity, **cfg.phase1_dict()})
+    dataset = dataset_identity(dataset_dir)
+    phase1 = SearchState(output_dir, PHASE1_STATE, PHASE1_RESULT, what="BiX-NAS Phase 1",
+                         identity=search_identity(cfg, seed, fold, n_folds, dataset, phase1_only=True))
+    phase2 = SearchState(output_dir, PHASE2_STATE, PHASE2_RESULT, what="BiX-NAS Phase 2",
+                         identity=search_identity(cfg, seed, fold, n_folds, dataset))
+    done = _finished_result(output_dir, phase, phase1, phase2)
     if done is not None:
         return done
     data = prepare_fold(dataset_dir, 2, fold, n_folds, seed, cfg.spatial_size, cfg.slice_axis,
                         keep_empty_fraction=cfg.keep_empty_fraction)
-    run = SearchRun(cfg, data, output_dir, seed, fold, n_folds, resolve_device(device), dataset_dir,
-                    num_workers=num_workers, plots=plots)
-    _check_resumable(run, phase)
-    set_determinism(seed)
+    run = SearchRun(cfg, data, output_dir, seed, fold, n_folds, dev, dataset_dir, num_workers=num_workers,
+                    plots=plots)
+    seed_everything(seed)
     log.info("BiX-NAS search (%s) on %s fold %d/%d: %d training and %d validation images at %s, %d classes; "
              "output in %s", phase, data.dataset.name, fold, n_folds, len(data.train), len(data.val),
              "x".join(map(str, cfg.spatial_size)), run.out_channels, output_dir)
-    phase1 = phase1_state(run)
     if phase == "phase2" and not phase1.finished:
         raise InputError(phase1.path, "phase", "Phase 2 needs a finished Phase 1 in this output_dir: run with "
                          "phase 'phase1' (or 'all') first")
     output_dir.mkdir(parents=True, exist_ok=True)
-    phase1_result = phase1.result if phase == "phase2" else run_phase1(run)
+    phase1_result = phase1.result if phase == "phase2" else run_phase1(run, phase1)
     if phase == "phase1":
         return _summary(output_dir, phase1_result, None)
-    return _summary(output_dir, phase1_result, run_phase2(run, phase1_result))
+    return _summary(output_dir, phase1_result, run_phase2(run, phase1_result, phase2))
 
 
-def _finished_result(output_dir: Path, phase: str, identity: dict, phase1_identity: dict) -> dict[str, Any] | None:
-    """The summary of an already finished search (or phase) with these settings; None if there is none."""
-    p1 = SearchState(output_dir, "phase1_state.pt", "phase1_result.json")
-    p2 = SearchState(output_dir, "phase2_state.pt", "phase2_result.json")
-    wanted = p1 if phase == "phase1" else p2
+def _finished_result(output_dir: Path, phase: str, phase1: SearchState, phase2: SearchState) -> dict | None:
+    """The summary of an already finished search (or phase) of this identity; None if there is none. A checkpoint
+    of another identity is refused here, before the dataset is prepared, naming what changed."""
+    states = [phase1] if phase == "phase1" else [phase1, phase2]
+    for state in states:
+        state.inspect()  # refuses another identity
+    wanted = states[-1]
     if not wanted.finished:
         return None
-    result = wanted.result
-    refuse_other_settings(result.get("config", {}), phase1_identity if phase == "phase1" else identity, wanted.path)
     log.info("the search in %s has already finished (%s): nothing to run", output_dir, wanted.result_path.name)
     if phase == "phase1":
-        return _summary(output_dir, result, None)
-    return _summary(output_dir, p1.result, result)
-
-
-def _check_resumable(run: SearchRun, phase: str) -> None:
-    """Refuse an output_dir holding a search started with other settings, before anything is written."""
-    checks = [(phase1_state(run), run.identity(phase1_only=True))]
-    if phase != "phase1":
-        checks.append((phase2_state(run), run.identity()))
-    for state, identity in checks:
-        if state.exists():
-            saved = state.result if state.finished else state.load(restore_rng=False)
-            refuse_other_settings(saved.get("config", {}), identity, state.path)
+        return _summary(output_dir, wanted.result, None)
+    return _summary(output_dir, phase1.result, wanted.result)
 
 
 def _summary(output_dir: Path, phase1: dict[str, Any], phase2: dict[str, Any] | None) -> dict[str, Any]:
@@ -125,4 +123,3 @@ def _summary(output_dir: Path, phase1: dict[str, Any], phase2: dict[str, Any] | 
                  sel["val_iou"], sel["val_dice"], f"{sel['macs']:,}", f"{phase2['bionet_pp']['macs']:,}",
                  f"{sel['params']:,}", out["genotype"])
     return out
-

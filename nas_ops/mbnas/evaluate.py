@@ -2,40 +2,35 @@
 
 A network's score is the mean foreground validation Dice over the last 20 % of its training epochs, averaged over
 the folds of a patient-level k-fold split and over training seeds (the paper: 5 folds x 3 seeds). One training
-(:func:`train_and_score`) takes only JSON-able arguments and returns a JSON-able result, so trainings can run in
-this process (:func:`local_runner`) or at once on a Ray cluster (:func:`ray_runner`) with the same numbers.
+(:func:`train_and_score`) takes only JSON-able arguments and returns a JSON-able result, so trainings are jobs of
+the execution layer (:mod:`nas_ops.engine.execution`: in this process, on Ray or in subprocesses) with the same
+numbers on every backend. The dataset is validated once, by the search; its trainings trust its fingerprint.
 Training follows the paper: Adam (lr 1e-3), polynomial decay (power 0.9), foreground soft Dice, 2D slices with
 scaling, shifting, rotation, flips and brightness augmentation (:func:`nas_ops.data.transforms.augmentations`).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
 import torch
-from monai.data import DataLoader
-from monai.utils import set_determinism
 
 from nas_ops.cost_model import count_params
-from nas_ops.data.setup import FoldData, prepare_fold
+from nas_ops.data.setup import FoldData, make_loaders, prepare_fold
+from nas_ops.engine.loop import EpochBatches, RunEngine
+from nas_ops.engine.seeds import seed_everything
+from nas_ops.engine.steps import SupervisedStep
+from nas_ops.errors import DatasetError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
-from nas_ops.training.loop import make_optimiser, resolve_device, train_epoch, validate_dice
+from nas_ops.training.devices import resolve_device
 from nas_ops.training.losses import make_loss
-from nas_ops.training.trainer import seed_epoch
-
-log = logging.getLogger(__name__)
+from nas_ops.training.metrics import score_network
 
 EvaluateFn = Callable[[dict, int, int, dict], dict]
 
@@ -58,6 +53,7 @@ class TrainingBudget:
     keep_empty_fraction: float = 0.25
     augment: bool = True
     device: str = "auto"
+    dataset_fingerprint: str | None = None  # validated by the search: its trainings skip validation
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TrainingBudget:
@@ -83,15 +79,15 @@ class TrainingBudget:
 
 @lru_cache(maxsize=8)
 def _fold_data(dataset_dir: str, fold: int, n_folds: int, split_seed: int, spatial_size: tuple[int, ...],
-               slice_axis: int, keep_empty_fraction: float, augment: bool) -> FoldData:
+               slice_axis: int, keep_empty_fraction: float, augment: bool, trusted: str | None) -> FoldData:
     """A fold's 2D datasets, built once per process (the slicing is deterministic; augmentation is re-seeded per
-    training and epoch, so reuse changes no number)."""
+    training and epoch, so reuse changes no number). ``trusted``: the fingerprint the search validated."""
     return prepare_fold(dataset_dir, 2, fold, n_folds, split_seed, spatial_size, slice_axis,
-                        keep_empty_fraction=keep_empty_fraction, augment=augment)
+                        keep_empty_fraction=keep_empty_fraction, augment=augment, trusted=trusted)
 
 
 def train_and_score(genotype: dict, fold: int, seed: int, budget: dict) -> dict:
-    """Train ``genotype`` (a genotype document) on ``fold`` with ``seed``; return its score and history.
+    """Train ``genotype`` (a genotype document) on ``fold`` with ``seed`` on the run engine; return its score.
 
     ``{"score": mean Dice over the last epochs, "val_dice": [[per class] per scored epoch], "loss": [per epoch],
     "params": int, "seconds": float}``. Nothing is written to disk.
@@ -100,127 +96,25 @@ def train_and_score(genotype: dict, fold: int, seed: int, budget: dict) -> dict:
     g = Genotype.from_dict(genotype)
     tic = time.perf_counter()
     data = _fold_data(str(b.dataset_dir), fold, b.n_folds, b.split_seed, b.spatial_size, b.slice_axis,
-                      b.keep_empty_fraction, b.augment)
-    set_determinism(seed)
+                      b.keep_empty_fraction, b.augment, b.dataset_fingerprint)
+    if b.dataset_fingerprint is not None and data.fingerprint != b.dataset_fingerprint:
+        raise DatasetError(data.dataset.json_path, "fingerprint", "the dataset changed while the search ran")
+    seed_everything(seed)
     device = resolve_device(b.device)
     model = build_network(g).to(device)
-    opt = make_optimiser(model, "adam", b.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=b.lr)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=b.epochs, power=b.lr_power)
-    loss_fn = make_loss(b.loss)
-    loader_rng = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(data.train, batch_size=b.batch_size, shuffle=True, num_workers=0, generator=loader_rng,
-                              drop_last=len(data.train) > b.batch_size)
-    val_loader = DataLoader(data.val, batch_size=b.batch_size, shuffle=False, num_workers=0)
-    losses, val_dice = [], []
+    loaders = make_loaders(data, b.batch_size, seed)
     first_scored = b.epochs - b.scored_epochs
-    for epoch in range(b.epochs):
-        seed_epoch(data.train, seed, epoch)
-        losses.append(train_epoch(model, train_loader, opt, loss_fn, device, desc=f"{g.name or 'net'} e{epoch + 1}"))
-        sched.step()
-        if epoch >= first_scored:
-            val_dice.append(validate_dice(model, val_loader, device))
+    classes = data.dataset.num_classes
+    engine = RunEngine(
+        SupervisedStep(model, make_loss(b.loss), opt), EpochBatches(loaders.train, seed), device, scheduler=sched,
+        validate=lambda epoch: {"val_dice": score_network(model, loaders.val, classes, device)["dice_per_class"]},
+        validate_every=lambda epoch: epoch >= first_scored, desc=g.name or "candidate",
+        num_batches=len(loaders.train),
+    )
+    rows = engine.run(range(b.epochs))
+    val_dice = [row["val_dice"] for row in rows if "val_dice" in row]
     score = sum(sum(d) / len(d) for d in val_dice) / len(val_dice)
-    return {"score": float(score), "val_dice": val_dice, "loss": losses, "params": count_params(model),
-            "seconds": round(time.perf_counter() - tic, 2)}
-
-
-def resolve_callable(fn: str | Callable) -> Callable:
-    """A callable, or its dotted path (``package.module.function``) imported."""
-    if callable(fn):
-        return fn
-    module, _, name = str(fn).replace(":", ".").rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"cannot import the evaluation function {fn!r}: {err}") from None
-
-
-# ----------------------------------------------------------------------------------------------------- runners
-
-
-@dataclass(frozen=True)
-class Task:
-    """One training of the protocol: a genotype (by cache key and document) on one fold with one seed."""
-
-    key: str
-    genotype: dict
-    fold: int
-    seed: int
-
-    @property
-    def unit(self) -> str:
-        """The (fold, seed) pair as a string key."""
-        return unit_id(self.fold, self.seed)
-
-
-def unit_id(fold: int, seed: int) -> str:
-    return f"fold{fold}-seed{seed}"
-
-
-RunTasks = Callable[[Sequence[Task]], Iterator[tuple[Task, dict]]]
-
-
-@contextmanager
-def local_runner(evaluate_fn: str | EvaluateFn, budget: dict) -> Iterator[RunTasks]:
-    """Run tasks one after another in this process, yielding ``(task, result)`` as each finishes."""
-    fn = resolve_callable(evaluate_fn)
-
-    def run(tasks: Sequence[Task]) -> Iterator[tuple[Task, dict]]:
-        for task in tasks:
-            yield task, fn(task.genotype, task.fold, task.seed, budget)
-
-    yield run
-
-
-def _ray_task(evaluate_fn: str, genotype: dict, fold: int, seed: int, budget: dict) -> dict:
-    """A Ray worker's job: one torch thread (2-core machines), then one training."""
-    torch.set_num_threads(1)
-    return resolve_callable(evaluate_fn)(genotype, fold, seed, budget)
-
-
-@contextmanager
-def ray_runner(evaluate_fn: str, budget: dict, num_workers: int = 2, address: str | None = None) -> Iterator[RunTasks]:
-    """Run tasks at once on Ray (a local cluster of ``num_workers`` CPUs, or ``address``), one CPU each; yields
-    ``(task, result)`` in completion order. The evaluation function travels by its dotted path."""
-    import ray  # optional dependency
-
-    if not isinstance(evaluate_fn, str):
-        evaluate_fn = f"{evaluate_fn.__module__}.{evaluate_fn.__qualname__}"
-    resolve_callable(evaluate_fn)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp_dir = None
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        temp_dir = tempfile.mkdtemp(prefix="ray_mbnas_")
-        ray.init(num_cpus=num_workers, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
-    remote = ray.remote(num_cpus=1)(_ray_task)
-
-    def run(tasks: Sequence[Task]) -> Iterator[tuple[Task, dict]]:
-        refs = {remote.remote(evaluate_fn, t.genotype, t.fold, t.seed, budget): t for t in tasks}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield refs[ref], ray.get(ref)
-
-    try:
-        yield run
-    finally:
-        ray.shutdown()
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-@contextmanager
-def make_runner(evaluate_fn: str | EvaluateFn, budget: dict, backend: str = "local",
-                num_workers: int = 2, address: str | None = None) -> Iterator[RunTasks]:
-    """The task runner of a backend: ``"local"`` (in process) or ``"ray"``."""
-    if backend == "local":
-        with local_runner(evaluate_fn, budget) as run:
-            yield run
-    elif backend == "ray":
-        with ray_runner(evaluate_fn, budget, num_workers, address) as run:
-            yield run
-    else:
-        raise ValueError(f"unknown backend {backend!r} (known: 'local', 'ray')")
+    return {"score": float(score), "val_dice": val_dice, "loss": [row["loss"] for row in rows],
+            "params": count_params(model), "seconds": round(time.perf_counter() - tic, 2)}

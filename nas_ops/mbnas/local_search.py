@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from nas_ops.atomic import atomic_write
+from nas_ops.engine.execution import Job, RunJobs, dotted_path
 from nas_ops.genotype import Genotype
-from nas_ops.mbnas.evaluate import RunTasks, Task, unit_id
 from nas_ops.mbnas.space import Node, Nodes, SearchSpace, arch_key, canonical
 from nas_ops.search_state import SearchState
 
@@ -43,6 +43,11 @@ VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {  # variant -> the variable 
 }
 STARTS = ("unet", "random")
 LOG_FILENAME = "search_log.txt"
+
+
+def unit_id(fold: int, seed: int) -> str:
+    """The (fold, seed) pair of one training as a string key."""
+    return f"fold{fold}-seed{seed}"
 
 
 def start_nodes(space: SearchSpace, variant: str, start: str, rng: np.random.Generator) -> Nodes:
@@ -70,8 +75,10 @@ def _nodes_doc(nodes: Sequence[Node]) -> list[dict]:
 class LocalSearch:
     """A resumable Local Search run in ``output_dir``.
 
-    ``run_tasks`` trains networks (see :mod:`nas_ops.mbnas.evaluate`); ``genotype_of`` turns nodes into the
-    genotype document a training receives; ``units`` are the (fold, seed) pairs averaged into a score.
+    ``evaluate`` is the training job (a function ``(genotype, fold, seed, budget) -> {"score": ...}``, default
+    :func:`nas_ops.mbnas.evaluate.train_and_score`) run with ``budget`` through the execution layer that
+    :meth:`run` receives; ``genotype_of`` turns nodes into the genotype a training receives; ``units`` are the
+    (fold, seed) pairs averaged into a score. ``identity``: what decides the result (checked on resume).
     """
 
     def __init__(
@@ -86,6 +93,9 @@ class LocalSearch:
         seed: int = 0,
         bilevel_split: float = 0.5,
         cut_broken_skips: bool = True,
+        evaluate: str | Callable = "nas_ops.mbnas.evaluate.train_and_score",
+        training: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r} (known: {list(VARIANTS)})")
@@ -106,7 +116,9 @@ class LocalSearch:
         self.bilevel_split = bilevel_split
         self.cut_broken_skips = cut_broken_skips
         self.phases = VARIANTS[variant]
-        self.checkpoint = SearchState(self.output_dir)
+        self.evaluate = dotted_path(evaluate)
+        self.training = dict(training or {})
+        self.checkpoint = SearchState(self.output_dir, identity=identity)
         self.rng = np.random.default_rng(seed)
 
     # --------------------------------------------------------------------------------------------------- budget
@@ -119,8 +131,9 @@ class LocalSearch:
 
     # ------------------------------------------------------------------------------------------------------ run
 
-    def run(self, run_tasks: RunTasks) -> dict[str, Any]:
-        """Search (or resume, or return the finished result); returns the result stored in the checkpoint."""
+    def run(self, run_jobs: RunJobs) -> dict[str, Any]:
+        """Search (or resume, or return the finished result), training through ``run_jobs`` (an executor of
+        :mod:`nas_ops.engine.execution`); returns the result stored in the checkpoint."""
         resumed = self.checkpoint.resume(generators={"local_search": self.rng})
         if resumed.finished:
             log.info("search in %s already finished", self.output_dir)
@@ -134,9 +147,9 @@ class LocalSearch:
                      st["cache_hits"], self.checkpoint.path)
         if st["current_score"] is None:  # the start network
             current = _nodes_from(st["current"])
-            self._evaluate_variable(st, "start", [(None, current)], run_tasks)
+            self._evaluate_variable(st, "start", [(None, current)], run_jobs)
         while st["stop"] is None:
-            self._step(st, run_tasks)
+            self._step(st, run_jobs)
         result = self._result(st)
         self.checkpoint.finish(result)
         return result
@@ -152,7 +165,7 @@ class LocalSearch:
             "cache": {}, "partial": {}, "log": [], "moves": [], "evaluations": 0, "cache_hits": 0, "stop": None,
         }
 
-    def _step(self, st: dict[str, Any], run_tasks: RunTasks) -> None:
+    def _step(self, st: dict[str, Any], run_jobs: RunJobs) -> None:
         """One variable of a sweep (or the bookkeeping between sweeps and phases)."""
         if st["evaluations"] >= self.budget:
             st["stop"] = "budget"
@@ -171,7 +184,7 @@ class LocalSearch:
             current = _nodes_from(st["current"])
             candidates = self.space.neighbours(current, variable, self.cut_broken_skips)
             if candidates:
-                self._evaluate_variable(st, variable, candidates, run_tasks)
+                self._evaluate_variable(st, variable, candidates, run_jobs)
             st["pos"] += 1
         self._save(st)
 
@@ -185,7 +198,7 @@ class LocalSearch:
         st["order"], st["pos"], st["improved"] = [], 0, False
 
     def _evaluate_variable(self, st: dict[str, Any], variable: str, candidates: Sequence[tuple[Any, Nodes]],
-                           run_tasks: RunTasks) -> None:
+                           run_jobs: RunJobs) -> None:
         """Score the candidates of one variable (cache first, then train the rest within the budget), log them and
         move to the best one if it is strictly better than the current network."""
         room = self.phase_limit(st["phase"]) - st["evaluations"]
@@ -197,12 +210,14 @@ class LocalSearch:
             elif len(fresh) < room:
                 fresh.append((key, nodes, value))
                 considered.append((value, nodes, key))
-        tasks = [Task(key, self.genotype_of(nodes).to_dict(), f, s)
-                 for key, nodes, _ in fresh for f, s in self.units
-                 if unit_id(f, s) not in st["partial"].get(key, {})]
-        for task, res in run_tasks(tasks):
-            st["partial"].setdefault(task.key, {})[task.unit] = float(res["score"])
-            log.info("  trained %s on %s: %.4f", task.key, task.unit, res["score"])
+        jobs = [Job(self.evaluate, {"genotype": self.genotype_of(nodes).to_dict(), "fold": f, "seed": s,
+                                    "budget": self.training}, tag=(key, unit_id(f, s)))
+                for key, nodes, _ in fresh for f, s in self.units
+                if unit_id(f, s) not in st["partial"].get(key, {})]
+        for job, res in run_jobs(jobs):
+            key, unit = job.tag
+            st["partial"].setdefault(key, {})[unit] = float(res["score"])
+            log.info("  trained %s on %s: %.4f", key, unit, res["score"])
             self._save(st)
         scored = []
         for value, nodes, key in considered:

@@ -1,26 +1,31 @@
 """Score written predictions against the dataset's labels: a per-case table and mean ± std per class.
 
-Writes ``<output_dir>/metrics.json`` (per case, summary, params and MACs of the genotype) and
-``<output_dir>/metrics.csv`` (one row per case and class). Distances are in mm from the label's affine.
+``evaluate(...)`` is what every bundle's ``evaluate.json`` runs. It reads the predictions of ``prediction_dir``
+and writes ``<output_dir>/metrics.json`` (per case, summary, and the params and MACs of the trained model at the
+geometry it was trained at, read from its ``models/`` folder) and ``<output_dir>/metrics.csv`` (one row per case
+and class). Distances are in mm from the label's affine.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nas_ops.atomic import write_json_atomic
+from nas_ops.atomic import atomic_write, write_json_atomic
+from nas_ops.bundle import entry
+from nas_ops.config import PositiveFloat, checked
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.msd import case_id, read_array
 from nas_ops.data.setup import load_checked_dataset
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
+from nas_ops.training.artifacts import GENOTYPE_FILE, load_geometry
 from nas_ops.training.metrics import METRICS, CaseMetrics, summarise
 
 log = logging.getLogger(__name__)
@@ -33,16 +38,18 @@ def voxel_spacing(affine: np.ndarray | None, ndim: int) -> list[float]:
     return [float(v) for v in np.linalg.norm(affine[:3, :ndim], axis=0)]
 
 
+@entry
+@checked
 def evaluate(
+    prediction_dir: str | Path,
     dataset_dir: str | Path,
     output_dir: str | Path,
-    genotype_path: str | Path | None = None,
-    input_shape: Sequence[int] | None = None,
-    tolerance_mm: float = 2.0,
+    model_dir: str | Path | None = None,
+    tolerance_mm: PositiveFloat = 2.0,
 ) -> dict:
-    """Compare every file in ``<output_dir>/predictions`` with its label; returns what metrics.json holds."""
+    """Compare every file in ``prediction_dir`` with its label; returns what metrics.json holds."""
     ds = load_checked_dataset(dataset_dir, deep=False)
-    folder = Path(output_dir) / "predictions"
+    folder = Path(prediction_dir)
     preds = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
     if not preds:
         raise InputError(folder, "predictions", "no predictions to evaluate (run inference.json first)")
@@ -64,18 +71,20 @@ def evaluate(
         per_case.append({"case": cid, **scores})
     result: dict = {"classes": class_names, "tolerance_mm": tolerance_mm, "num_cases": len(per_case),
                     "summary": summarise(per_case, class_names), "per_case": per_case}
-    if genotype_path is not None and input_shape is not None:
-        genotype = Genotype.load(genotype_path)
-        cost = measure_cost(build_network(genotype), (genotype.in_channels, *input_shape))
+    if model_dir is not None:
+        genotype = Genotype.load(Path(model_dir) / GENOTYPE_FILE)
+        geometry = load_geometry(model_dir)
+        cost = measure_cost(build_network(genotype), (genotype.in_channels, *geometry.input_size))
         result.update(genotype=genotype.name, params=cost.params, macs=cost.macs, input_shape=list(cost.input_shape))
     out = Path(output_dir)
     write_json_atomic(out / "metrics.json", result)
-    with open(out / "metrics.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["case", "class", *METRICS])
-        for row in per_case:
-            for c, name in enumerate(class_names):
-                writer.writerow([row["case"], name, *(f"{row[m][c]:.6g}" for m in METRICS)])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["case", "class", *METRICS])
+    for row in per_case:
+        for c, name in enumerate(class_names):
+            writer.writerow([row["case"], name, *(f"{row[m][c]:.6g}" for m in METRICS)])
+    atomic_write(out / "metrics.csv", lambda fh: fh.write(table.getvalue().encode()))
     for name in class_names:
         s = result["summary"]
         log.info("%s: Dice %.4f ± %.4f, HD95 %.2f mm, surface Dice %.4f", name, s["dice"][name]["mean"],

@@ -1,127 +1,125 @@
-"""Predict label maps for the cases of a dataset with a trained genotype, written beside the input's geometry.
+"""Predict label maps for the cases of a dataset with a trained model, written with the input's geometry.
 
-2D networks on volumes predict slice by slice along ``slice_axis`` (each slice resized to the training size and
-the logits resized back); 2D networks on images predict the resized image; 3D networks use MONAI's sliding-window
-inference. Volumes are written as NIfTI with the input's affine, 2D images as PNG, under
-``<output_dir>/predictions/<case>.nii.gz|png``.
+``predict(...)`` is what every bundle's ``inference.json`` runs. The trained model's folder (``models/`` of a
+train run) gives the network, its weights (checksum verified) and the geometry it was trained at; the config's
+``inferer`` (default: :class:`~nas_ops.training.inferers.SliceResizeInferer` for 2D networks, MONAI's
+``SlidingWindowInferer`` for 3D ones), ``postprocessing`` (default: argmax) and ``saver`` are MONAI components a
+user can swap. Predictions are written by MONAI's ``SaveImage`` (:class:`PredictionWriter`): NIfTI with the input's
+affine for NIfTI inputs, PNG for PNG inputs, as ``<output_dir>/<case>.nii.gz|png``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Literal
 
-import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
-from PIL import Image
+from monai.data import MetaTensor
+from monai.inferers import Inferer, SlidingWindowInferer
+from monai.transforms import AsDiscrete, Compose, SaveImage
 from torch import nn
 from tqdm import tqdm
 
+from nas_ops.bundle import entry
+from nas_ops.config import NonNegativeInt, Rule, checked
 from nas_ops.data.loaders import load_case
 from nas_ops.data.msd import MSDDataset, case_id, is_nifti
 from nas_ops.data.setup import check_compatible, load_checked_dataset
 from nas_ops.data.splits import fold_items
-from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
-from nas_ops.registry import build_network
-from nas_ops.training.loop import resolve_device
+from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, load_geometry, load_model, load_weights, read_info
+from nas_ops.training.devices import resolve_device
+from nas_ops.training.inferers import SliceResizeInferer
 
 log = logging.getLogger(__name__)
 CASE_SETS = ("validation", "training", "all")
 
 
-@torch.no_grad()
-def predict_slices(model: nn.Module, slices: torch.Tensor, spatial_size: Sequence[int], batch_size: int = 8):
-    """``(N, C, H, W)`` images -> ``(N, H, W)`` labels, each predicted at ``spatial_size`` and resized back."""
-    out = []
-    size = tuple(slices.shape[-2:])
-    for chunk in slices.split(batch_size):
-        x = F.interpolate(chunk, size=tuple(spatial_size), mode="bilinear", align_corners=False)
-        logits = F.interpolate(model(x), size=size, mode="bilinear", align_corners=False)
-        out.append(logits.argmax(1))
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def predict_image(
-    model: nn.Module,
-    image: torch.Tensor,
-    spatial_dims: int,
-    spatial_size: Sequence[int] = (256, 256),
-    slice_axis: int = 2,
-    patch_size: Sequence[int] = (64, 64, 64),
-    overlap: float = 0.25,
-) -> torch.Tensor:
-    """``(C, *S)`` normalised image -> ``(*S)`` label map."""
-    if spatial_dims == 3:
-        logits = sliding_window_inference(image[None], tuple(patch_size), 1, model, overlap=overlap)
-        return logits[0].argmax(0)
-    if image.ndim == 3:  # a 2D image
-        return predict_slices(model, image[None], spatial_size)[0]
-    moved = image.movedim(1 + slice_axis, 0)  # (N, C, H, W)
-    return predict_slices(model, moved, spatial_size).movedim(0, slice_axis)
+def default_inferer(geometry: Geometry) -> Inferer:
+    """The inferer for a model's geometry: resized slices for 2D networks, sliding windows for 3D ones."""
+    if geometry.spatial_dims == 2:
+        return SliceResizeInferer(geometry.spatial_size, geometry.slice_axis)
+    return SlidingWindowInferer(roi_size=geometry.patch_size, sw_batch_size=1, overlap=0.25)
 
 
 def select_cases(ds: MSDDataset, cases: str, fold: int, n_folds: int, seed: int) -> list[dict[str, str]]:
     """The items to predict: the fold's validation cases (held out), its training cases, or all."""
     if cases == "all":
         return list(ds.items)
-    if cases not in CASE_SETS:
-        raise InputError(None, "cases", f"must be one of {list(CASE_SETS)}, got {cases!r}")
     train, val = fold_items(ds, fold, n_folds, seed)
     return val if cases == "validation" else train
 
 
-def write_prediction(label: np.ndarray, like: str, affine: np.ndarray, folder: Path) -> Path:
-    """Write a label map as the input was stored: NIfTI with its affine, or PNG."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if is_nifti(like):
-        path = folder / f"{case_id(like)}.nii.gz"
-        nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), str(path))
-    else:  # the loaders read PNGs as stored, (H, W)
-        path = folder / f"{case_id(like)}.png"
-        Image.fromarray(label.astype(np.uint8)).save(path)
-    return path
+class PredictionWriter:
+    """Writes label maps through MONAI's ``SaveImage``, as their input was stored: NIfTI with its affine, or PNG
+    (``(H, W)``, as the loaders read PNGs); ``<output_dir>/<case>.<ext>``."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self._savers: dict[str, SaveImage] = {}
+
+    def _saver(self, ext: str) -> SaveImage:
+        if ext not in self._savers:
+            saver = SaveImage(output_dir=str(self.output_dir), output_postfix="", output_ext=ext,
+                              separate_folder=False, resample=False, output_dtype=np.uint8, print_log=False,
+                              scale=None)
+            if ext == ".png":
+                saver.set_options(write_kwargs={"reverse_indexing": False})
+            self._savers[ext] = saver
+        return self._savers[ext]
+
+    def __call__(self, label: torch.Tensor, meta: dict) -> Path:
+        """``(1, *S)`` label map of the image described by ``meta`` -> the written file."""
+        source = str(meta["filename_or_obj"])
+        ext = ".nii.gz" if is_nifti(source) else ".png"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._saver(ext)(MetaTensor(label.to(torch.uint8).cpu(), meta=meta))
+        return self.output_dir / f"{case_id(source)}{ext}"
 
 
-def load_trained(genotype_path: str | Path, model_path: str | Path, device: torch.device) -> tuple[Genotype, nn.Module]:
-    """Build a genotype's network and load its trained state dict strictly."""
-    genotype = Genotype.load(genotype_path)
-    model = build_network(genotype)
-    if not Path(model_path).is_file():
-        raise InputError(model_path, "model_path", "no such file (run train.json first)")
-    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True), strict=True)
-    return genotype, model.to(device).eval()
-
-
+@entry
+@checked
 def predict(
-    genotype_path: str | Path,
-    model_path: str | Path,
+    model_dir: str | Path,
     dataset_dir: str | Path,
     output_dir: str | Path,
-    cases: str = "validation",
-    fold: int = 0,
-    n_folds: int = 5,
-    seed: int = 0,
+    network: nn.Module | None = None,
+    inferer: Inferer | None = None,
+    postprocessing: Callable | None = None,
+    saver: Callable | None = None,
+    cases: Literal["validation", "training", "all"] = "validation",
+    fold: NonNegativeInt = 0,
+    n_folds: Annotated[int, Rule(min=2)] = 5,
+    seed: NonNegativeInt = 0,
     device: str = "auto",
-    spatial_size: Sequence[int] = (256, 256),
-    slice_axis: int = 2,
-    patch_size: Sequence[int] = (64, 64, 64),
 ) -> list[Path]:
-    """Predict ``cases`` of a dataset and write them under ``<output_dir>/predictions``; returns the paths."""
+    """Predict ``cases`` of a dataset with the model in ``model_dir`` into ``output_dir``; returns the paths.
+
+    ``network``: the config's ``network_def`` (built from ``models/genotype.json``); its weights are loaded here.
+    ``fold``/``n_folds``/``seed`` pick the held-out cases of the training's split.
+    """
     dev = resolve_device(device)
-    genotype, model = load_trained(genotype_path, model_path, dev)
+    model_dir = Path(model_dir)
+    if network is None:
+        trained = load_model(model_dir, dev)
+        genotype, geometry, network = trained.genotype, trained.geometry, trained.network
+    else:
+        info = read_info(model_dir)
+        genotype, geometry = Genotype.load(model_dir / GENOTYPE_FILE), load_geometry(model_dir)
+        network = load_weights(network, model_dir, info).to(dev).eval()
     ds = load_checked_dataset(dataset_dir, deep=False)
-    check_compatible(genotype, ds, genotype_path)
-    folder = Path(output_dir) / "predictions"
+    check_compatible(genotype, ds, model_dir / GENOTYPE_FILE)
+    inferer = inferer if inferer is not None else default_inferer(geometry)
+    postprocessing = postprocessing if postprocessing is not None else Compose([AsDiscrete(argmax=True)])
+    saver = saver if saver is not None else PredictionWriter(output_dir)
     written = []
-    for item in tqdm(select_cases(ds, cases, fold, n_folds, seed), desc="predict", dynamic_ncols=True):
-        case = load_case(item, ds)
-        label = predict_image(model, case.image.to(dev), genotype.spatial_dims, spatial_size, slice_axis, patch_size)
-        written.append(write_prediction(label.cpu().numpy(), item["image"], case.affine, folder))
-    log.info("wrote %d predictions to %s", len(written), folder)
+    with torch.no_grad():
+        for item in tqdm(select_cases(ds, cases, fold, n_folds, seed), desc="predict", dynamic_ncols=True):
+            case = load_case(item, ds)
+            logits = inferer(case.image[None].to(dev), network)[0]
+            written.append(saver(postprocessing(logits), case.meta))
+    log.info("wrote %d predictions to %s", len(written), output_dir)
     return written

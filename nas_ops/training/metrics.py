@@ -1,11 +1,14 @@
-"""Per-case segmentation metrics through MONAI: Dice, IoU, HD95 and surface Dice, in mm."""
+"""Segmentation scores through MONAI, in one place: validation scores during training and search
+(:class:`ValidationScores`, :func:`score_networks`), and the per-case evaluation table (:class:`CaseMetrics`: Dice,
+IoU, HD95 and surface Dice, in mm)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from monai.inferers import Inferer
 from monai.metrics import (
     DiceMetric,
     HausdorffDistanceMetric,
@@ -15,6 +18,65 @@ from monai.metrics import (
 from monai.networks.utils import one_hot
 
 METRICS = ("dice", "iou", "hd95", "surface_dice")
+
+
+class ValidationScores:
+    """Foreground Dice and IoU of one network over validation batches, per class and as one number.
+
+    Per class: the mean over samples whose reference has that class (MONAI's ``ignore_empty``). ``dice``/``iou``:
+    the mean over the classes some reference has (0 when none has any foreground); ``dice_per_class`` /
+    ``iou_per_class``: every foreground class, 0 for one no reference has.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self._iou = MeanIoU(include_background=False, reduction="mean_batch", ignore_empty=True)
+        self._dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+
+    def add(self, logits: torch.Tensor, label: torch.Tensor) -> None:
+        """``(B, K, *S)`` logits and ``(B, 1, *S)`` integer labels."""
+        k = self.num_classes
+        pred, ref = one_hot(logits.argmax(1, keepdim=True), k), one_hot(label.long(), k)
+        self._iou(pred, ref)
+        self._dice(pred, ref)
+
+    def result(self) -> dict[str, float | list[float]]:
+        """``{"iou", "dice", "iou_per_class", "dice_per_class"}``."""
+        out: dict[str, float | list[float]] = {}
+        for name, metric in (("iou", self._iou), ("dice", self._dice)):
+            per_class = metric.aggregate().cpu()
+            ok = per_class[~torch.isnan(per_class)]
+            out[name] = float(ok.mean()) if ok.numel() else 0.0
+            out[f"{name}_per_class"] = [float(v) for v in torch.nan_to_num(per_class, nan=0.0)]
+        return out
+
+
+@torch.no_grad()
+def score_networks(
+    forwards: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+    batches: Iterable[dict],
+    num_classes: int,
+    n: int,
+    device: torch.device,
+) -> list[dict[str, float | list[float]]]:
+    """The :class:`ValidationScores` of ``n`` networks; ``forwards(image)`` returns their ``n`` logits for a batch."""
+    scores = [ValidationScores(num_classes) for _ in range(n)]
+    for batch in batches:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        for acc, logits in zip(scores, forwards(image), strict=True):
+            acc.add(logits, label)
+    return [acc.result() for acc in scores]
+
+
+def score_network(
+    model: torch.nn.Module, batches: Iterable[dict], num_classes: int, device: torch.device,
+    inferer: Inferer | None = None,
+) -> dict[str, float | list[float]]:
+    """The :class:`ValidationScores` of one network in eval mode, through ``inferer`` (e.g. MONAI's sliding window
+    for whole 3D volumes; default: the network on the batch)."""
+    model.eval()
+    run = (lambda x: [model(x)]) if inferer is None else (lambda x: [inferer(x, model)])
+    return score_networks(run, batches, num_classes, 1, device)[0]
 
 
 class CaseMetrics:

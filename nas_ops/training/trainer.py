@@ -1,131 +1,198 @@
-"""Train any genotype on one fold of an MSD dataset; resumable, with progress and a readable log.
+"""Train any genotype on one fold of an MSD dataset, on the run engine: resumable, with progress and a readable log.
 
-Writes ``<output_dir>/model.pt`` (a state dict), ``<output_dir>/genotype.json`` (the genotype it
-belongs to) and ``<output_dir>/train_log.json`` (loss and validation Dice per epoch). A checkpoint
-(``train_state.pt``) is written every epoch: run the same command again after a kill and training
-continues where it stopped, with the same result as an uninterrupted run.
+``train(...)`` is what every bundle's ``train.json`` runs. The network, loss, optimiser, learning-rate scheduler,
+per-sample pipelines and validation inferer are components the config builds (``network_def``, ``loss``,
+``optimizer``, ``lr_scheduler``, ``train#preprocessing``, ``validate#preprocessing``, ``validate#inferer``); the
+defaults here follow the papers (Adam 1e-3, polynomial decay 0.9, Dice + cross entropy). ``output_dir`` (a bundle's
+``<output_dir>/train``) receives:
+
+- ``models/model.pt``, ``models/genotype.json``, ``models/model_info.json`` (:mod:`nas_ops.training.artifacts`);
+- ``train_log.json``: loss and validation Dice per epoch, params and MACs;
+- ``train_state.pt``: the checkpoint written every epoch: the same command after a kill continues where it
+  stopped, with the same result as an uninterrupted run. Its identity (genotype, dataset fingerprint, every
+  setting and component) is checked first: another dataset or setting in the same folder is refused, and a
+  finished training is reported, never run again.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import torch
-from monai.data import DataLoader
-from monai.utils import set_determinism
+from monai.inferers import Inferer, SlidingWindowInferer
+from monai.losses import DiceCELoss
+from torch import nn
 
-from nas_ops.atomic import atomic_write, write_json_atomic
+from nas_ops.bundle import entry
+from nas_ops.config import Fraction, NonNegativeInt, PositiveInt, Rule, check_value, checked
 from nas_ops.cost_model import measure_cost
-from nas_ops.data.setup import prepare_fold
+from nas_ops.data.setup import FoldData, make_loaders, prepare_fold
+from nas_ops.engine.identity import component_identity
+from nas_ops.engine.loop import EpochBatches, RunCheckpoint, RunEngine
+from nas_ops.engine.seeds import seed_everything
+from nas_ops.engine.steps import SupervisedStep
+from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
+from nas_ops.protocol import check_protocol
 from nas_ops.registry import build_network
-from nas_ops.search_state import SearchState, refuse_other_settings
-from nas_ops.training.loop import make_optimiser, resolve_device, train_epoch, validate_dice
-from nas_ops.training.losses import make_loss
+from nas_ops.search_state import SearchState
+from nas_ops.training.artifacts import Geometry, save_model
+from nas_ops.training.devices import resolve_device
+from nas_ops.training.metrics import score_network
 
 log = logging.getLogger(__name__)
 
-
-def seed_epoch(dataset, seed: int, epoch: int) -> None:
-    """Re-seed a dataset's random transforms for one epoch, so a resumed run augments as the uninterrupted one."""
-    transform = getattr(dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_random_state"):
-        transform.set_random_state(seed=(seed * 100_003 + epoch) % 2**31)
+STATE_FILE, LOG_FILE, MODEL_DIR = "train_state.pt", "train_log.json", "models"
 
 
+def default_inferer(spatial_dims: int, patch_size: Sequence[int]) -> Inferer | None:
+    """Validation inference: the network on each (resized) 2D sample; sliding windows of ``patch_size`` over
+    whole 3D volumes (MONAI's ``SlidingWindowInferer``, 2 windows per batch, overlap 0.25)."""
+    if spatial_dims == 2:
+        return None
+    return SlidingWindowInferer(roi_size=list(patch_size), sw_batch_size=2, overlap=0.25)
+
+
+@entry
+@checked
 def train(
-    genotype_path: str | Path,
+    genotype: Genotype | str | Path,
     dataset_dir: str | Path,
     output_dir: str | Path,
-    fold: int = 0,
-    n_folds: int = 5,
-    seed: int = 0,
+    network: nn.Module | None = None,
+    loss: Callable | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr_scheduler: Any = None,
+    train_transform: Callable | None = None,
+    val_transform: Callable | None = None,
+    inferer: Inferer | None = None,
+    fold: NonNegativeInt = 0,
+    n_folds: Annotated[int, Rule(min=2)] = 5,
+    seed: NonNegativeInt = 0,
     device: str = "auto",
-    epochs: int = 100,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    optimiser: str = "adam",
-    loss: str = "dice_ce",
-    lr_power: float = 0.9,
-    val_interval: int = 1,
-    spatial_size: Sequence[int] = (256, 256),
-    slice_axis: int = 2,
-    patch_size: Sequence[int] = (64, 64, 64),
-    samples_per_volume: int = 2,
-    keep_empty_fraction: float = 0.25,
-    num_workers: int = 0,
+    epochs: PositiveInt = 100,
+    batch_size: PositiveInt = 8,
+    val_interval: PositiveInt = 1,
+    spatial_size: Annotated[list[int], Rule(min=1, length=2)] = (256, 256),
+    slice_axis: Literal[0, 1, 2] = 2,
+    patch_size: Annotated[list[int], Rule(min=1, length=3)] = (64, 64, 64),
+    samples_per_volume: PositiveInt = 2,
+    keep_empty_fraction: Fraction = 0.25,
+    num_workers: NonNegativeInt = 0,
 ) -> dict:
-    """Train the network of ``genotype_path`` on fold ``fold``; returns the summary written to train_log.json.
+    """Train ``network`` (default: built from ``genotype``) on fold ``fold``; returns what train_log.json holds.
 
-    Adam with polynomial decay (power ``lr_power``) by default; validation Dice every ``val_interval`` epochs.
+    ``optimizer`` must hold the network's parameters (default Adam, lr 1e-3); ``lr_scheduler`` is stepped once
+    per epoch (default polynomial decay over ``epochs``, power 0.9); validation Dice every ``val_interval`` epochs.
+    A ``network`` built by the caller takes its initial weights from the global RNGs: seed them first with
+    :func:`nas_ops.engine.seeds.seed_everything` (a bundle does so in ``initialize``).
     """
-    genotype = Genotype.load(genotype_path)
+    genotype_source = genotype if not isinstance(genotype, Genotype) else None
+    genotype = genotype if isinstance(genotype, Genotype) else Genotype.load(genotype)
     output_dir = Path(output_dir)
-    set_determinism(seed)
+    dev = resolve_device(device)
+    if network is None:  # the network's initial weights come from the run's seed (a bundle seeds in `initialize`)
+        seed_everything(seed)
+        network = build_network(genotype)
+    _check_built_from(network, genotype)
+    stride = check_protocol(network, genotype.method, genotype_source).total_stride
+    size_key = "spatial_size" if genotype.spatial_dims == 2 else "patch_size"
+    check_value(size_key, list(spatial_size if genotype.spatial_dims == 2 else patch_size),
+                Annotated[list[int], Rule(multiple_of=stride, why="the network's total stride")])
+    loss = loss if loss is not None else DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = optimizer if optimizer is not None else torch.optim.Adam(network.parameters(), lr=1e-3)
+    if lr_scheduler is None:
+        lr_scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
+    inferer = inferer if inferer is not None else default_inferer(genotype.spatial_dims, patch_size)
     data = prepare_fold(
         dataset_dir, genotype.spatial_dims, fold, n_folds, seed, spatial_size, slice_axis, patch_size,
-        samples_per_volume, keep_empty_fraction, genotype=genotype, genotype_source=genotype_path,
+        samples_per_volume, keep_empty_fraction, genotype=genotype, genotype_source=genotype_source,
+        train_transform=train_transform, val_transform=val_transform,
     )
-    device = resolve_device(device)
-    model = build_network(genotype).to(device)
-    opt = make_optimiser(model, optimiser, lr, weight_decay)
-    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=epochs, power=lr_power)
-    loss_fn = make_loss(loss)
-    loader_rng = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                              generator=loader_rng, drop_last=len(data.train) > batch_size)
-    val_batch = batch_size if genotype.spatial_dims == 2 else 1
-    val_loader = DataLoader(data.val, batch_size=val_batch, shuffle=False, num_workers=num_workers)
-    roi = list(patch_size) if genotype.spatial_dims == 3 else None
-
-    settings = {
-        "genotype": {k: v for k, v in genotype.to_dict().items() if k != "provenance"}, "fold": fold,
-        "n_folds": n_folds, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "weight_decay": weight_decay, "optimiser": optimiser, "loss": loss, "lr_power": lr_power,
-        "val_interval": val_interval, "spatial_size": list(spatial_size), "slice_axis": slice_axis,
-        "patch_size": list(patch_size), "samples_per_volume": samples_per_volume,
-        "keep_empty_fraction": keep_empty_fraction,
+    geometry = Geometry(genotype.spatial_dims, list(spatial_size), slice_axis, list(patch_size),
+                        data.dataset.channel_names, [data.dataset.labels[c] for c in sorted(data.dataset.labels)])
+    identity = {
+        "genotype": {k: v for k, v in genotype.to_dict().items() if k != "provenance"},
+        "dataset": {"name": data.dataset.name, "fingerprint": data.fingerprint},
+        "fold": fold, "n_folds": n_folds, "seed": seed, "epochs": epochs, "batch_size": batch_size,
+        "val_interval": val_interval, "geometry": {"spatial_size": geometry.spatial_size, "slice_axis": slice_axis,
+                                                   "patch_size": geometry.patch_size},
+        "samples_per_volume": samples_per_volume, "keep_empty_fraction": keep_empty_fraction,
+        "loss": component_identity(loss), "optimizer": component_identity(optimizer),
+        "lr_scheduler": component_identity(lr_scheduler), "inferer": component_identity(inferer),
+        "train_transform": component_identity(data.train.transform),
+        "val_transform": component_identity(data.val.transform),
     }
-    state = SearchState(output_dir, "train_state.pt", "train_result.json")
-    if state.exists():
-        refuse_other_settings(state.load(restore_rng=False).get("settings", {}), settings, state.path, "training")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    objects = {"model": model, "optimiser": opt, "scheduler": sched}
-    resumed = state.resume(objects, generators={"loader": loader_rng})
-    if resumed.finished:
-        log.info("training in %s already finished: %s", output_dir, resumed.result)
-        return resumed.result
+    state = SearchState(output_dir, STATE_FILE, LOG_FILE, identity=identity, what="training")
+    done = state.inspect()
+    if done.finished:
+        log.info("training in %s already finished: %s", output_dir, _brief(done.result))
+        return done.result
+
+    network.to(dev)
+    val_batch = 1 if genotype.spatial_dims == 3 else None  # whole volumes one at a time
+    loaders = make_loaders(data, batch_size, seed, num_workers, val_batch_size=val_batch)
+    checkpoint = RunCheckpoint(state, {"model": network, "optimiser": optimizer, "scheduler": lr_scheduler},
+                               {"loader": loaders.generator})
+    resumed = checkpoint.resume()
     history: list[dict] = resumed.state.get("history", [])
-    start = len(history)
-    if start:
-        log.info("resuming training at epoch %d/%d from %s", start + 1, epochs, state.path)
-    for epoch in range(start, epochs):
-        tic = time.perf_counter()
-        seed_epoch(data.train, seed, epoch)
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        row["loss"] = train_epoch(model, train_loader, opt, loss_fn, device, desc=f"epoch {epoch + 1}/{epochs}")
-        sched.step()
-        if (epoch + 1) % val_interval == 0 or epoch + 1 == epochs:
-            row["val_dice"] = validate_dice(model, val_loader, device, roi)
-        row["seconds"] = round(time.perf_counter() - tic, 2)
-        history.append(row)
-        log.info("epoch %d/%d loss %.4f val dice %s (%.1fs)", epoch + 1, epochs, row["loss"],
-                 row.get("val_dice", "-"), row["seconds"])
-        state.save({"history": history, "settings": settings}, objects=objects, generators={"loader": loader_rng})
+    if history:
+        log.info("resuming training at epoch %d/%d from %s", len(history) + 1, epochs, state.path)
+    classes = data.dataset.num_classes
+    engine = RunEngine(
+        SupervisedStep(network, loss, optimizer), EpochBatches(loaders.train, seed), dev,
+        scheduler=lr_scheduler,
+        validate=lambda epoch: _validation_row(score_network(network, loaders.val, classes, dev, inferer)),
+        validate_every=lambda epoch: (epoch + 1) % val_interval == 0 or epoch + 1 == epochs,
+        checkpoint=checkpoint, desc=f"train {genotype.name or genotype.method}", num_batches=len(loaders.train),
+    )
 
-    atomic_write(output_dir / "model.pt", lambda fh: torch.save(model.state_dict(), fh))
-    genotype.save(output_dir / "genotype.json")
-    input_shape = (genotype.in_channels, *(spatial_size if genotype.spatial_dims == 2 else patch_size))
-    cost = measure_cost(model, input_shape)
+    def on_epoch(row: dict) -> dict:
+        history.append(row)
+        return {"history": history}
+
+    engine.run(range(len(history), epochs), on_epoch)
+    return _finish(state, network, genotype, geometry, data, history, output_dir, identity)
+
+
+def _validation_row(scores: dict) -> dict:
+    return {"val_dice": scores["dice_per_class"]}
+
+
+def _check_built_from(network: nn.Module, genotype: Genotype) -> None:
+    """Refuse a network whose weights would not load into the genotype's own network (models/ would lie)."""
+    with torch.device("meta"):
+        reference = build_network(genotype)
+    want = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    if want != got:
+        raise InputError(None, "network_def", f"the network is not the one genotype '{genotype.name}' builds "
+                         "(its weights would not load into that network): build network_def from @genotype")
+
+
+def _finish(state: SearchState, network: nn.Module, genotype: Genotype, geometry: Geometry, data: FoldData,
+            history: list[dict], output_dir: Path, identity: dict) -> dict:
+    """Write models/ and the result; marks the training finished."""
+    network.cpu()
+    save_model(output_dir / MODEL_DIR, network, genotype, geometry,
+               extra={"dataset": identity["dataset"], "fold": identity["fold"], "n_folds": identity["n_folds"],
+                      "seed": identity["seed"], "epochs": identity["epochs"]})
+    input_shape = (genotype.in_channels, *geometry.input_size)
+    cost = measure_cost(network, input_shape)
     result = {
-        "genotype": genotype.name, "fold": fold, "n_folds": n_folds, "seed": seed, "epochs": epochs,
-        "final_val_dice": history[-1].get("val_dice"), "params": cost.params, "macs": cost.macs,
-        "input_shape": list(input_shape), "history": history,
+        "genotype": genotype.name, "model_dir": str(output_dir / MODEL_DIR), "dataset": data.dataset.name,
+        "fold": identity["fold"], "n_folds": identity["n_folds"], "seed": identity["seed"],
+        "epochs": identity["epochs"], "final_val_dice": history[-1].get("val_dice"), "params": cost.params,
+        "macs": cost.macs, "input_shape": list(input_shape), "history": history,
     }
-    write_json_atomic(output_dir / "train_log.json", result)
     state.finish(result)
+    log.info("training done: %s", _brief(result))
     return result
+
+
+def _brief(result: dict) -> str:
+    return (f"{result['genotype']}: final validation Dice {result['final_val_dice']}, {result['params']:,} params, "
+            f"model in {result['model_dir']}")

@@ -1,0 +1,134 @@
+"""A trained model as files: ``models/model.pt`` (a state dict), ``models/genotype.json`` (its architecture) and
+``models/model_info.json`` (the input geometry it was trained at, the dataset, and the sha256 of both files).
+
+Inference and evaluation read everything they need from this folder, so the geometry keys are not repeated in
+their configs; MONAI's ``verify_net_in_out`` and ``ckpt_export`` read ``model.pt`` as any bundle's. Loading checks
+the checksums and refuses a changed file, naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas_ops.atomic import atomic_write, write_json_atomic
+from nas_ops.errors import InputError
+from nas_ops.genotype import Genotype
+from nas_ops.registry import build_network
+
+MODEL_FILE, GENOTYPE_FILE, INFO_FILE = "model.pt", "genotype.json", "model_info.json"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The input a network was trained at: 2D samples of ``spatial_size`` (volumes sliced along ``slice_axis``) or
+    3D patches of ``patch_size``; and the dataset's channel and class names."""
+
+    spatial_dims: int
+    spatial_size: list[int] = field(default_factory=list)  # 2D: H, W
+    slice_axis: int = 2
+    patch_size: list[int] = field(default_factory=list)  # 3D
+    channel_names: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)  # with background
+
+    @property
+    def input_size(self) -> list[int]:
+        """The spatial size one forward of the network takes."""
+        return list(self.spatial_size if self.spatial_dims == 2 else self.patch_size)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What :func:`load_model` gives: the genotype, its geometry, and the network with its trained weights."""
+
+    genotype: Genotype
+    geometry: Geometry
+    network: nn.Module
+    info: dict[str, Any]
+
+
+def sha256_file(path: str | Path) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def save_model(model_dir: str | Path, network: nn.Module, genotype: Genotype, geometry: Geometry,
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write the three files of a trained model atomically (the info file last: a model without it is incomplete)."""
+    model_dir = Path(model_dir)
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    atomic_write(model_dir / MODEL_FILE, lambda fh: torch.save(state, fh))
+    genotype.save(model_dir / GENOTYPE_FILE)
+    info = {"geometry": asdict(geometry), **(extra or {}),
+            "sha256": {name: sha256_file(model_dir / name) for name in (MODEL_FILE, GENOTYPE_FILE)}}
+    write_json_atomic(model_dir / INFO_FILE, info)
+    return model_dir
+
+
+def read_info(model_dir: str | Path) -> dict[str, Any]:
+    """The model's info file (geometry, checksums), checked to exist and parse."""
+    path = Path(model_dir) / INFO_FILE
+    if not path.is_file():
+        raise InputError(path, "model_dir", "no trained model here (run train.json first, or point model_dir at the "
+                         "train run's models/ folder)")
+    try:
+        info = json.loads(path.read_text())
+        Geometry(**info["geometry"])
+        checksums = info["sha256"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise InputError(path, "<root>", f"not a model info file ({type(err).__name__}: {err})") from None
+    if not isinstance(checksums, dict):
+        raise InputError(path, "sha256", "must map file names to checksums")
+    return info
+
+
+def verify_checksums(model_dir: str | Path, info: dict[str, Any]) -> None:
+    """Refuse a model file whose bytes differ from the checksum recorded when it was written."""
+    for name, want in info["sha256"].items():
+        path = Path(model_dir) / name
+        if not path.is_file():
+            raise InputError(path, name, "missing from the trained model's folder")
+        got = sha256_file(path)
+        if got != want:
+            raise InputError(path, f"sha256.{name}", f"the file changed since training ({got[:19]}..., recorded "
+                             f"{want[:19]}...): it is corrupted or was replaced; train again or restore it")
+
+
+def load_geometry(model_dir: str | Path) -> Geometry:
+    """The input geometry a trained model was trained at."""
+    return Geometry(**read_info(model_dir)["geometry"])
+
+
+def load_model(model_dir: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """Verify the checksums, build the genotype's network and load its weights strictly, in eval mode."""
+    info = read_info(model_dir)
+    verify_checksums(model_dir, info)
+    genotype = Genotype.load(Path(model_dir) / GENOTYPE_FILE)
+    network = build_network(genotype)
+    load_weights(network, model_dir, info)
+    return TrainedModel(genotype, Geometry(**info["geometry"]), network.to(device).eval(), info)
+
+
+def load_weights(network: nn.Module, model_dir: str | Path, info: dict[str, Any] | None = None) -> nn.Module:
+    """Load ``models/model.pt`` into ``network`` (strictly), after checking its checksum; returns the network."""
+    info = info if info is not None else read_info(model_dir)
+    verify_checksums(model_dir, {"sha256": {MODEL_FILE: info["sha256"][MODEL_FILE]}})
+    path = Path(model_dir) / MODEL_FILE
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise InputError(path, "network_def", f"these weights do not fit the network ({first}); build it from "
+                         f"{Path(model_dir) / GENOTYPE_FILE}") from None
+    return network
