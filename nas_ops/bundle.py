@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from nas_ops.config import checked
 from nas_ops.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -170,6 +171,7 @@ def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | No
 
 
 @entry
+@checked
 def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channels: bool = False):
     """The genotype a config trains: read and validated; with ``fit_channels`` its input and output channels set to
     the dataset's (e.g. a shipped baseline trained on MSD Prostate's 2 modalities and 3 classes), in memory: the

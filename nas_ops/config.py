@@ -132,6 +132,8 @@ def check_value(key: str, value: Any, hint: Any, source: str | None = None) -> A
             if isinstance(value, (list, tuple)) and all(_scalar_ok(v, element) for v in value):
                 _check_rule(key, list(value), option_rule, source)
                 return [float(v) for v in value] if element is float else list(value)
+        elif option is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"  # the command line (fire) passes JSON's true/false as strings
         elif _scalar_ok(value, option):
             _check_rule(key, value, option_rule, source)
             return float(value) if option is float else value

@@ -19,6 +19,7 @@ import fire
 import numpy as np
 import torch
 
+from nas_ops.bundle import cli
 from nas_ops.cost_model import measure_cost
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
@@ -37,11 +38,11 @@ def compare(
     epochs: int = 20,
     batch_size: int = 4,
     spatial_size: tuple[int, int] = (128, 128),
-    torch_threads: int = 2,
+    num_threads: int = 2,
 ) -> dict:
     """Train, predict and score each searched net, BiO-Net++ and U-Net for every seed; write the table."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(torch_threads)
+    torch.set_num_threads(num_threads)
     search_dirs = [search_dirs] if isinstance(search_dirs, str) else list(search_dirs)
     models = {f"BiX-NAS ({Path(d).name})": (Path(d) / "genotype.json", f"bixnas_{Path(d).name}") for d in search_dirs}
     models["BiO-Net++"] = (Path(bundle_dir) / "genotypes" / "bionet_pp.json", "bio-net++")
@@ -74,7 +75,7 @@ def compare(
         f"- Data: `{dataset_dir}`, {spatial_size[0]}x{spatial_size[1]}; seed k = patient split and training seed "
         f"k, validation = fold 0 of 5 (different images per seed).",
         f"- Training: {epochs} epochs, batch {batch_size}, Adam 1e-3, polynomial decay 0.9, Dice + CE, "
-        f"{torch_threads} torch thread(s).",
+        f"{num_threads} torch thread(s).",
         "- Dice and IoU: per validation image, mean over images, then mean ± std over the 3 seeds.",
         f"- GMACs: convolutions and transposed convolutions of one forward at {spatial_size[0]}x{spatial_size[1]}.",
         "",
@@ -88,4 +89,4 @@ def compare(
 
 
 if __name__ == "__main__":
-    fire.Fire(compare)
+    fire.Fire(cli(compare))

@@ -24,6 +24,7 @@ from scipy.stats import wilcoxon
 
 from nas_ops.atomic import write_json_atomic
 from nas_ops.baselines.resunet import resunet_genotype
+from nas_ops.bundle import cli
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.setup import load_checked_dataset
 from nas_ops.genotype import Genotype
@@ -70,11 +71,11 @@ def compare(
     spatial_size: tuple[int, int] = (64, 64),
     device: str = "cpu",
     random_seed: int = 0,
-    torch_threads: int = 1,
+    num_threads: int = 1,
 ) -> dict:
     """Train, predict and score the four models for every seed; write compare.json and the Markdown table."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(torch_threads)
+    torch.set_num_threads(num_threads)
     tic = time.perf_counter()
     out = Path(out_dir)
     ds = load_checked_dataset(dataset_dir, deep=False)
@@ -177,4 +178,4 @@ def _write_doc(path: Path, r: dict, dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(compare)
+    fire.Fire(cli(compare))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from nas_ops.baselines.unet import unet_genotype
+from nas_ops.bundle import cli
 from nas_ops.data import ensure_demo_data, fold_items, load_case, load_msd_dataset, read_array, threshold_dice
 from nas_ops.training.chain import train_predict_evaluate
 
@@ -85,4 +86,4 @@ def measure(root: str = "demo_data", out: str = "docs/demo_data.md", work: str =
 
 
 if __name__ == "__main__":
-    fire.Fire(measure)
+    fire.Fire(cli(measure))

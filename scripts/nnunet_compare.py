@@ -11,25 +11,21 @@ dice_boxplot.png (docs/nnunet.md).
 from __future__ import annotations
 
 import logging
-import sys
 
 import fire
 
-from nas_ops.errors import InputError
+from nas_ops.bundle import cli
 from nnunet_plans.compare import compare
 
 
 def main(dataset: str, **options) -> None:
     """Run the comparison harness (the first plans are the reference) and print the report."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        report = compare(dataset, **options)
-    except InputError as err:  # bad input: the message names the file and field
-        sys.exit(f"error: {err}")
+    report = compare(dataset, **options)
     if options.get("mode", "collect") != "print":
         print(report.markdown.read_text())
         print(f"wrote {report.markdown}, {report.table_csv}, {report.per_case_csv}, {report.boxplot}")
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(cli(main))  # bad input: one line naming the file and field, exit status 1

@@ -9,20 +9,15 @@ nnUNetv2_plan_and_preprocess run for DATASET (docs/nnunet.md).
 
 from __future__ import annotations
 
-import sys
-
 import fire
 
-from nas_ops.errors import InputError
+from nas_ops.bundle import cli
 from nnunet_plans.export import export_plans
 
 
 def main(genotype: str, dataset: str, **options) -> None:
     """Write ``<source_plans>_<name>.json`` beside nnU-Net's plans and print how to train it."""
-    try:
-        result = export_plans(genotype, dataset, **options)
-    except InputError as err:  # bad input: the message names the file and field
-        sys.exit(f"error: {err}")
+    result = export_plans(genotype, dataset, **options)
     print(f"wrote {result.plans_path}")
     print(f"plans {result.plans_name}, configuration {result.configuration}: patch {result.patch_size}, "
           f"strides {result.strides}, {result.params:,} parameters, {result.macs / 1e9:.2f} GMACs per patch")
@@ -31,4 +26,4 @@ def main(genotype: str, dataset: str, **options) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(cli(main))  # bad input: one line naming the file and field, exit status 1

@@ -337,7 +337,8 @@ def test_resunet_baseline_builds_without_torchvision():
 # ------------------------------------------------------------------------------------- a real search, tiny
 
 
-def test_real_search_through_the_workflow_writes_every_output(tmp_path):
+def test_real_search_through_the_workflow_writes_every_output(tmp_path, monkeypatch):
+    from nas_ops.data import setup
     from nas_ops.data.demo import make_mri_dataset
     from nas_ops.mbnas.evaluate import train_and_score
     from nas_ops.mbnas.workflow import search
@@ -345,7 +346,12 @@ def test_real_search_through_the_workflow_writes_every_output(tmp_path):
     data = make_mri_dataset(tmp_path / "data", num_patients=5, shape=(32, 32, 8))
     kw = dict(variant="micro", budget=2, n_folds=5, folds=[0], seeds=[0], epochs=2, batch_size=8,
               spatial_size=[32, 32], base_channels=4, num_nodes=4, max_depth=2, device="cpu")
+    validations = []
+    real_validate = setup.validate_dataset
+    monkeypatch.setattr(setup, "validate_dataset", lambda ds, deep=True: (validations.append(deep),
+                                                                          real_validate(ds, deep))[1])
     summary = search(data, tmp_path / "out", **kw)
+    assert validations == [True]  # validated once by the search; its two trainings trust the fingerprint
     out = tmp_path / "out"
     for name in ("genotype.json", "search_state.pt", "search_result.json", "search_log.txt", "trajectory.png",
                  "genotype.png"):

@@ -1,0 +1,5 @@
+"""Baselines every searched network is compared with: the plain U-Net and the ResU-Net."""
+
+from nas_ops import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

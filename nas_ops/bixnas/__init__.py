@@ -9,3 +9,7 @@
   :mod:`~nas_ops.bixnas.phase1` (selection matrices), :mod:`~nas_ops.bixnas.phase2` (progressive evolution with
   the shared head), :mod:`~nas_ops.bixnas.context` (config, data, scoring), :mod:`~nas_ops.bixnas.plots`.
 """
+
+from nas_ops import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

@@ -9,3 +9,7 @@
 - :mod:`~nas_ops.engine.dist`: which process writes (rank 0 only).
 - :mod:`~nas_ops.engine.execution`: independent jobs in this process, on Ray or in subprocesses.
 """
+
+from nas_ops import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)

@@ -11,3 +11,7 @@
 - :mod:`nas_ops.mbnas.workflow`: the bundle entry point that ties data, space, search and outputs together.
 - :mod:`nas_ops.mbnas.plots`: the search trajectory and a drawing of a genotype.
 """
+
+from nas_ops import lazy_submodules
+
+__getattr__ = lazy_submodules(__name__)
