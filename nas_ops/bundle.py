@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from nas_ops.config import checked
+from nas_ops.config import PositiveInt, checked
 from nas_ops.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "MEDSEG_NAS_DEBUG"
+DEFAULT_MAX_PARAMS = 500_000_000  # as nas_ops.resources (imported late: it builds networks)
 log = logging.getLogger(__name__)
 
 
@@ -148,36 +149,56 @@ def check_config(root: str | Path, workflow: str) -> None:
                              "reads it")
 
 
-def set_threads(num_threads: int | None) -> None:
+def set_threads(num_threads: int | None, source: str | None = None) -> None:
     """torch's CPU threads for this process (None: torch's default)."""
     if num_threads is not None:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise InputError(None, "num_threads", f"must be a positive integer or null, got {num_threads!r}")
+            raise InputError(source, "num_threads", f"must be a positive integer or null, got {num_threads!r}")
         torch.set_num_threads(num_threads)
+
+
+def prepare_process(device: str, num_threads: int | None, source: str | None = None) -> torch.device:
+    """A run's device (checked: known, and present on this machine) and torch's CPU threads."""
+    from nas_ops.training.devices import resolve_device
+
+    dev = resolve_device(device, source)
+    set_threads(num_threads, source)
+    return dev
 
 
 @entry
 def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | None = None) -> None:
-    """A bundle config's ``initialize``: check its keys, set torch's threads and seed every RNG (so the network
-    built from ``network_def`` starts from the run's seed)."""
+    """A bundle config's ``initialize``: check its keys (unknown ones, and the shared ones' types and ranges,
+    :data:`nas_ops.config.CONVENTIONS`) before any component is built, set torch's threads and seed every RNG (so
+    the network built from ``network_def`` starts from the run's seed)."""
+    from nas_ops.config import CONVENTIONS, check_value
     from nas_ops.engine.seeds import seed_everything
+    from nas_ops.training.devices import resolve_device
 
     check_config(root, workflow)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"{Path(root) / 'configs' / workflow}.json", "seed",
-                         f"must be a non-negative integer, got {seed!r}")
-    set_threads(num_threads)
+    source = f"{Path(root) / 'configs' / workflow}.json"
+    parser = active_parser()
+    if parser is not None:
+        for key in parser.get():
+            if key in CONVENTIONS:
+                check_value(key, parser.get_parsed_content(key), CONVENTIONS[key], source)
+        if "device" in parser.get():
+            resolve_device(parser.get_parsed_content("device"), source)
+    check_value("seed", seed, CONVENTIONS["seed"], source)
+    set_threads(num_threads, source)
     seed_everything(seed)
 
 
 @entry
 @checked
-def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channels: bool = False):
+def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channels: bool = False,
+             max_params: PositiveInt = DEFAULT_MAX_PARAMS):
     """The genotype a config trains: read and validated; with ``fit_channels`` its input and output channels set to
     the dataset's (e.g. a shipped baseline trained on MSD Prostate's 2 modalities and 3 classes), in memory: the
-    file is never rewritten."""
+    file is never rewritten. A network of more than ``max_params`` parameters is refused before it is built."""
     from nas_ops.data.setup import load_checked_dataset
     from nas_ops.genotype import Genotype
+    from nas_ops.resources import check_parameters
 
     geno = Genotype.load(path)
     if fit_channels and dataset_dir is not None:
@@ -186,4 +207,16 @@ def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channe
             log.info("fitting %s to %s: in_channels %d -> %d, out_channels %d -> %d", path, ds.name,
                      geno.in_channels, ds.in_channels, geno.out_channels, ds.num_classes)
             geno = geno.replace(in_channels=ds.in_channels, out_channels=ds.num_classes)
+    check_parameters(geno, max_params)
     return geno
+
+
+@entry
+def trained_model(model_dir: str | Path):
+    """``(genotype, geometry)`` of the trained model in ``model_dir`` (a train run's ``models/``): what an
+    inference config builds its ``network_def`` and ``inferer`` from; refused when there is no trained model."""
+    from nas_ops.genotype import Genotype
+    from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, read_info
+
+    info = read_info(model_dir)
+    return Genotype.load(Path(model_dir) / GENOTYPE_FILE), Geometry(**info["geometry"])

@@ -24,6 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from nas_ops.errors import InputError
@@ -48,6 +49,24 @@ PositiveInt = Annotated[int, Rule(min=1)]
 NonNegativeInt = Annotated[int, Rule(min=0)]
 PositiveFloat = Annotated[float, Rule(min=1e-300)]
 Fraction = Annotated[float, Rule(min=0.0, max=1.0)]
+NFolds = Annotated[int, Rule(min=2)]
+Size2D = Annotated[list[int], Rule(min=1, length=2)]
+Size3D = Annotated[list[int], Rule(min=1, length=3)]
+SliceAxis = Literal[0, 1, 2]
+Backend = Literal["local", "ray", "subprocess"]
+Cases = Literal["validation", "training", "all"]
+
+# The keys every bundle shares, and their types: a bundle's `initialize` checks those its config holds before any
+# component is built; the entry functions take the same types.
+CONVENTIONS: dict[str, Any] = {
+    "seed": NonNegativeInt, "fold": NonNegativeInt, "n_folds": NFolds, "device": str,
+    "num_workers": NonNegativeInt, "num_threads": PositiveInt | None, "epochs": PositiveInt,
+    "batch_size": PositiveInt, "val_interval": PositiveInt, "lr": PositiveFloat, "spatial_size": Size2D,
+    "slice_axis": SliceAxis, "patch_size": Size3D, "samples_per_volume": PositiveInt, "keep_empty_fraction": Fraction,
+    "fit_channels": bool, "plots": bool, "cases": Cases, "tolerance_mm": PositiveFloat, "backend": Backend,
+    "parallel_jobs": PositiveInt, "ray_address": str | None, "max_params": PositiveInt,
+    "memory_limit_gb": PositiveFloat | None,
+}
 
 
 def nearest(key: str, known: Iterable[str]) -> str:
@@ -186,6 +205,12 @@ class ConfigBlock:
         block.check(source, prefix)
         return block
 
+    @classmethod
+    def from_block(cls, block: dict[str, Any] | None, source: str | None, more: dict[str, Any]):
+        """The block of a bundle config (its keys named ``search#<key>``), or keyword arguments of a Python call
+        (``more``, named plainly)."""
+        return cls.from_values(block, source, prefix="search#" if block is not None else "", **more)
+
     def check(self, source: str | None, prefix: str = "") -> None:
         """Checks across fields (override); single fields are checked from their types."""
 
@@ -200,6 +225,17 @@ def _strip(hint: Any) -> Any:
         non_none = [a for a in get_args(hint) if a is not type(None)]
         return _strip(non_none[0]) if len(non_none) == 1 else hint
     return hint
+
+
+def check_output_dir(path: str | Path, key: str = "output_dir", source: str | None = None) -> Path:
+    """``path`` as a folder a run may write into: refused when it (or a parent) is an existing file."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(source, key, f"{path} cannot be a folder: {p} is a file")
+            break
+    return path
 
 
 def json_ready(value: Any) -> Any:

@@ -17,7 +17,7 @@ Parameters are the unique parameter tensors of the module (shared ones once).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -140,3 +140,43 @@ def peak_activation_memory(
         return ActivationMemory(bytes=int(total), how="estimated")
     finally:
         model.train(was_training)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What training a network costs in memory, estimated without allocating it (on PyTorch's ``meta`` device)."""
+
+    params: int
+    parameter_bytes: int  # weights, gradients and Adam's two moments, float32
+    activation_bytes: int  # the tensors autograd saves for the backward pass at the batch, plus input and output
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameter_bytes + self.activation_bytes
+
+
+def estimate_training_memory(build: Callable[[], nn.Module], input_shape: Sequence[int],
+                             batch_size: int = 1) -> MemoryEstimate:
+    """Estimate the memory of a training step of ``build()`` at ``(batch_size, *input_shape)``.
+
+    The network is built and run on the ``meta`` device (shapes only: nothing is allocated, a network too large for
+    the machine is measured safely). Activations are the bytes of every distinct tensor saved for backward; the
+    allocator's temporaries are not counted, so real peaks are somewhat higher (a GPU run measures them:
+    :func:`peak_activation_memory`).
+    """
+    with torch.device("meta"):
+        net = build()
+    params = count_params(net)
+    saved: dict[int, torch.Tensor] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.setdefault(id(t), t)
+        return t
+
+    x = torch.zeros(batch_size, *input_shape, device="meta")
+    net.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(x)
+    activations = sum(t.numel() * t.element_size() for t in saved.values())
+    activations += x.numel() * x.element_size() + out.numel() * out.element_size()
+    return MemoryEstimate(params=params, parameter_bytes=params * 4 * 4, activation_bytes=int(activations))

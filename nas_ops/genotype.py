@@ -82,6 +82,7 @@ class Genotype:
     name: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     version: int = VERSION
+    source: str | None = field(default=None, compare=False, repr=False)  # the file it was read from (for messages)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document, keys in a fixed readable order."""
@@ -101,7 +102,7 @@ class Genotype:
         """A copy with some fields changed (validated again)."""
         doc = self.to_dict()
         doc.update(changes)
-        return Genotype.from_dict(doc)
+        return Genotype.from_dict(doc, source=self.source)
 
     @classmethod
     def from_dict(cls, doc: Any, source: str | Path | None = None) -> Genotype:
@@ -144,6 +145,7 @@ class Genotype:
             name=doc.get("name", ""),
             provenance=doc.get("provenance", {}),
             version=doc["version"],
+            source=str(source) if source is not None else None,
         )
         try:
             method.validate(genotype)
@@ -158,9 +160,14 @@ class Genotype:
         if not path.is_file():
             raise GenotypeError(path, "<file>", "no such file")
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise GenotypeError(path, "<root>", f"not valid JSON ({err.msg} at line {err.lineno})") from None
+        except UnicodeDecodeError as err:
+            problem = f"not UTF-8 text (byte {err.start}): a genotype is a JSON file"
+            raise GenotypeError(path, "<root>", problem) from None
+        except RecursionError:
+            raise GenotypeError(path, "<root>", "nested too deeply to be a genotype") from None
         return cls.from_dict(doc, source=path)
 
     def save(self, path: str | Path) -> Path:

@@ -136,6 +136,12 @@ def export_plans(
     strides = net_strides(stride, geno.spatial_dims, source)
     if patch_size is None:
         patch = round_patch(base_patch, stride, rounding)
+        median = config.get("median_image_size_in_voxels") or base_patch
+        if any(p > 2 * max(m, b) for p, m, b in zip(patch, median, base_patch, strict=True)):
+            raise InputError(source, "patch_size", f"the network's total stride {stride} grows nnU-Net's patch "
+                             f"{base_patch} to {patch}, more than twice the dataset's median image size "
+                             f"{list(median)}: pass --patch_size (multiples of {stride}) or export a network that "
+                             "halves its input fewer times")
     elif any(p % stride for p in base_patch):
         raise InputError(None, "patch_size", f"{base_patch} is not divisible by the network's total stride {stride}")
     else:

@@ -104,10 +104,10 @@ def test_mbnas_search_then_default_train_trains_the_searched_genotype(tmp_path):
     (["--epochs", "0"], "error: bundles/bixnas/configs/train.json: field 'epochs': must be >= 1, got 0"),
     (["--batch_size", "abc"], "error: bundles/bixnas/configs/train.json: field 'batch_size': must be an integer, "
                               "got 'abc'"),
-    (["--device", "tpu"], "error: <in memory>: field 'device': must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', "
-                          "got 'tpu'"),
-    (["--spatial_size", "[100,100]"], "error: <in memory>: field 'spatial_size': every size must be divisible by "
-                                      "32, got [100, 100] (the network's total stride)"),
+    (["--device", "tpu"], "error: bundles/bixnas/configs/train.json: field 'device': must be 'auto', 'cpu', 'cuda' "
+                          "or 'cuda:<index>', got 'tpu'"),
+    (["--spatial_size", "[100,100]"], "error: bundles/bixnas/configs/train.json: field 'spatial_size': every size "
+                                      "must be divisible by 32, got [100, 100] (the network's total stride)"),
 ])
 def test_bad_input_through_a_bundle_run_is_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"

@@ -288,6 +288,12 @@ def test_export_refuses_genotypes_that_do_not_fit_the_dataset(nnunet_dirs, tmp_p
         export_plans(rgb, 990, "3d_fullres", source_plans="nnUNetResEncPlans", adapt_io=True)
     with pytest.raises(InputError, match="field 'name'"):
         export_plans(rgb, 990, "3d_fullres", name="a__b", adapt_io=True)
+    # a 12-level U-Net (total stride 2048) would grow the 40x36 patch to 2048x2048: refused, asks for --patch_size
+    deep = unet_genotype(2, 1, 3, features=[2] * 12).save(tmp_path / "deep.json")
+    with pytest.raises(InputError, match=r"deep.json: field 'patch_size': the network's total stride 2048 grows "
+                                         r"nnU-Net's patch \[40, 36\] to \[2048, 2048\], more than twice"):
+        export_plans(deep, 990, "2d")
+    assert not (folder / "nnUNetPlans_unet.json").exists()
 
 
 # -- trainers -------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from nas_ops.atomic import atomic_write
 from nas_ops.bixnas.bixnet import BiXNet, bixnet_genotype
 from nas_ops.bixnas.space import DEFAULT_STEM_WIDTH, DEFAULT_WIDTH, SkipSets
 from nas_ops.bixnas.supernet import BiXSupernet
-from nas_ops.config import ConfigBlock, Fraction, PositiveFloat, PositiveInt, Rule
+from nas_ops.config import ConfigBlock, Fraction, PositiveFloat, PositiveInt, Rule, SliceAxis
 from nas_ops.cost_model import count_macs, count_params
 from nas_ops.data.setup import FoldData, make_loaders
 from nas_ops.engine.loop import EpochBatches
@@ -52,7 +52,7 @@ class SearchConfig(ConfigBlock):
     spatial_size: Annotated[tuple[int, ...], Rule(min=1, length=2, multiple_of=NET_DIVISOR,
                                                    why="stem pooling and 4 levels; [H, W] of 2D images or slices")
                             ] = (512, 512)
-    slice_axis: Literal[0, 1, 2] = 2
+    slice_axis: SliceAxis = 2
     keep_empty_fraction: Fraction = 0.25
     batch_size: PositiveInt = 2
     loss: Literal["dice_ce", "dice", "foreground_dice"] = "dice_ce"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from nas_ops.bixnas.context import SearchConfig, SearchRun, search_identity
 from nas_ops.bixnas.phase1 import RESULT_FILE as PHASE1_RESULT
@@ -23,13 +23,12 @@ from nas_ops.bixnas.phase1 import run_phase1
 from nas_ops.bixnas.phase2 import GENOTYPE_FILE, run_phase2
 from nas_ops.bixnas.phase2 import RESULT_FILE as PHASE2_RESULT
 from nas_ops.bixnas.phase2 import STATE_FILE as PHASE2_STATE
-from nas_ops.bundle import entry, set_threads
-from nas_ops.config import NonNegativeInt, PositiveInt, Rule, checked
+from nas_ops.bundle import entry, prepare_process
+from nas_ops.config import NFolds, NonNegativeInt, PositiveInt, check_output_dir, checked
 from nas_ops.data.setup import dataset_identity, prepare_fold
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.errors import InputError
 from nas_ops.search_state import SearchState
-from nas_ops.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
 CONFIG_SOURCE = "search config"
@@ -44,7 +43,7 @@ def search(
     seed: NonNegativeInt = 0,
     device: str = "auto",
     fold: NonNegativeInt = 0,
-    n_folds: Annotated[int, Rule(min=2)] = 5,
+    n_folds: NFolds = 5,
     phase: Literal["all", "phase1", "phase2"] = "all",
     num_workers: NonNegativeInt = 0,
     num_threads: PositiveInt | None = None,
@@ -61,10 +60,9 @@ def search(
     source = config_source
     if fold >= n_folds:
         raise InputError(source, "fold", f"must be < n_folds = {n_folds}, got {fold}")
-    cfg = SearchConfig.from_values(config, source, prefix="search#" if config is not None else "", **more)
-    dev = resolve_device(device)
-    set_threads(num_threads)
-    output_dir = Path(output_dir)
+    cfg = SearchConfig.from_block(config, source, more)
+    dev = prepare_process(device, num_threads, source)
+    output_dir = check_output_dir(output_dir, source=source)
     dataset = dataset_identity(dataset_dir)
     phase1 = SearchState(output_dir, PHASE1_STATE, PHASE1_RESULT, what="BiX-NAS Phase 1",
                          identity=search_identity(cfg, seed, fold, n_folds, dataset, phase1_only=True))

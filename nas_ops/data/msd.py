@@ -130,9 +130,11 @@ def load_msd_dataset(dataset_dir: str | Path) -> MSDDataset:
     if not path.is_file():
         raise DatasetError(path, "<file>", "dataset.json not found")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(path, "<file>", f"not valid JSON ({err})") from err
+        raise DatasetError(path, "<file>", f"not valid UTF-8 JSON ({err})") from None
+    except RecursionError:
+        raise DatasetError(path, "<file>", "nested too deeply to be a dataset.json") from None
     if not isinstance(doc, dict):
         raise DatasetError(path, "<root>", f"expected a JSON object, got {type(doc).__name__}")
     name = doc.get("name", root.name)

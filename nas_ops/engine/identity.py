@@ -12,8 +12,11 @@ from typing import Any
 
 from torch import nn
 
-_SKIP = {"training", "last_epoch", "_step_count", "_last_lr", "base_lrs", "verbose", "_get_lr_called_within_step",
-         "_is_initial", "R", "lr_lambdas"}
+# run-time state, not settings (private attributes are skipped too)
+_SKIP = {"training", "last_epoch", "base_lrs", "verbose", "R", "lr_lambdas", "do_transform"}
+
+
+_SENTINEL = object()
 
 
 def _plain(value: Any) -> bool:
@@ -22,29 +25,36 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, str))
 
 
+def _data(value: Any) -> Any:
+    """``value`` as JSON data when it is plain (scalars, and lists and dicts of them), else a sentinel."""
+    if _plain(value):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_data(v) for v in value]
+        return _SENTINEL if any(v is _SENTINEL for v in items) else items
+    if isinstance(value, dict):
+        return {str(k): d for k, v in value.items() if (d := _data(v)) is not _SENTINEL}
+    return _SENTINEL
+
+
 def component_identity(obj: Any, depth: int = 3) -> Any:
-    """``{"class": "module.Class", <scalar settings>, <child components>}`` of a config component."""
-    if _plain(obj):
-        return obj
+    """``{"class": "module.Class", <plain settings>, <child components>}`` of a config component."""
+    data = _data(obj)
+    if data is not _SENTINEL:
+        return data
     if isinstance(obj, (list, tuple)):
         return [component_identity(v, depth) for v in obj]
-    if isinstance(obj, dict):
-        return {str(k): component_identity(v, depth) for k, v in obj.items() if _plain(v) or isinstance(v, (
-            list, tuple, dict))}
     doc: dict[str, Any] = {"class": f"{type(obj).__module__}.{type(obj).__qualname__}"}
     if depth == 0:
         return doc
-    attrs = getattr(obj, "__dict__", {})
-    for key, value in sorted(attrs.items()):
-        if key in _SKIP or key.startswith("__"):
+    for key, value in sorted(getattr(obj, "__dict__", {}).items()):
+        if key in _SKIP or key.startswith("_"):
             continue
-        name = key.lstrip("_")
-        if _plain(value) or (isinstance(value, (list, tuple)) and all(_plain(v) for v in value)):
-            doc[name] = list(value) if isinstance(value, tuple) else value
-        elif isinstance(value, dict) and all(_plain(v) for v in value.values()):
-            doc[name] = {str(k): v for k, v in value.items()}
+        data = _data(value)
+        if data is not _SENTINEL:
+            doc[key] = data
         elif key == "transforms" and isinstance(value, (list, tuple)):
-            doc[name] = [component_identity(t, depth - 1) for t in value]
+            doc[key] = [component_identity(t, depth - 1) for t in value]
     if isinstance(obj, nn.Module):
         for name, child in obj.named_children():
             doc[name] = component_identity(child, depth - 1)

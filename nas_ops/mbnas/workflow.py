@@ -17,8 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from nas_ops.bundle import entry, set_threads
-from nas_ops.config import ConfigBlock, Fraction, NonNegativeInt, PositiveFloat, PositiveInt, Rule, checked
+from nas_ops.bundle import entry, prepare_process
+from nas_ops.config import (
+    Backend,
+    ConfigBlock,
+    Fraction,
+    NFolds,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Rule,
+    Size2D,
+    SliceAxis,
+    check_output_dir,
+    checked,
+)
 from nas_ops.data.setup import load_checked_dataset
 from nas_ops.engine.execution import executor
 from nas_ops.errors import InputError
@@ -28,7 +41,6 @@ from nas_ops.mbnas.evaluate import TrainingBudget
 from nas_ops.mbnas.local_search import LocalSearch
 from nas_ops.mbnas.plots import draw_genotype, plot_trajectory
 from nas_ops.mbnas.space import KERNEL_SIZES, Node, SearchSpace, make_genotype
-from nas_ops.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
 CONFIG_SOURCE = "search config"
@@ -45,8 +57,8 @@ class MBNASConfig(ConfigBlock):
     seeds: Annotated[list[int], Rule(min=0)] = (0, 1, 2)  # training seeds averaged per evaluation
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 32
-    spatial_size: Annotated[list[int], Rule(min=1, length=2)] = (128, 128)
-    slice_axis: Literal[0, 1, 2] = 2
+    spatial_size: Size2D = (128, 128)
+    slice_axis: SliceAxis = 2
     lr: PositiveFloat = 1e-3
     lr_power: Annotated[float, Rule(min=0.0)] = 0.9
     loss: Literal["dice_ce", "dice", "foreground_dice"] = "foreground_dice"
@@ -85,9 +97,9 @@ def search(
     output_dir: str | Path,
     config: dict[str, Any] | None = None,
     seed: NonNegativeInt = 0,
-    n_folds: Annotated[int, Rule(min=2)] = 5,
+    n_folds: NFolds = 5,
     device: str = "auto",
-    backend: Literal["local", "ray", "subprocess"] = "local",
+    backend: Backend = "local",
     parallel_jobs: PositiveInt = 2,
     ray_address: str | None = None,
     num_threads: PositiveInt | None = None,
@@ -103,14 +115,13 @@ def search(
     """
     tic = time.perf_counter()
     source = config_source
-    cfg = MBNASConfig.from_values(config, source, prefix="search#" if config is not None else "", **more)
+    cfg = MBNASConfig.from_block(config, source, more)
     folds = list(range(n_folds)) if cfg.folds is None else list(cfg.folds)
     for i, f in enumerate(folds):
         if not 0 <= f < n_folds:
             raise InputError(source, f"search#folds[{i}]", f"must lie in [0, {n_folds - 1}], got {f}")
-    resolve_device(device)
-    set_threads(num_threads)
-    output_dir = Path(output_dir)
+    prepare_process(device, num_threads, source)
+    output_dir = check_output_dir(output_dir, source=source)
     ds = load_checked_dataset(dataset_dir)
     identity = {"config": cfg.as_dict(), "seed": seed, "n_folds": n_folds,
                 "dataset": {"name": ds.name, "fingerprint": ds.fingerprint}}

@@ -18,7 +18,7 @@ import torch
 
 from nas_ops.atomic import atomic_write, write_json_atomic
 from nas_ops.bundle import entry
-from nas_ops.config import PositiveFloat, checked
+from nas_ops.config import PositiveFloat, check_output_dir, checked
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.msd import case_id, read_array
 from nas_ops.data.setup import load_checked_dataset
@@ -46,8 +46,10 @@ def evaluate(
     output_dir: str | Path,
     model_dir: str | Path | None = None,
     tolerance_mm: PositiveFloat = 2.0,
+    config_source: str | None = None,
 ) -> dict:
     """Compare every file in ``prediction_dir`` with its label; returns what metrics.json holds."""
+    check_output_dir(output_dir, source=config_source)
     ds = load_checked_dataset(dataset_dir, deep=False)
     folder = Path(prediction_dir)
     preds = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas_ops.bundle import entry
-from nas_ops.config import NonNegativeInt, Rule, checked
+from nas_ops.config import Cases, NFolds, NonNegativeInt, check_output_dir, checked
 from nas_ops.data.loaders import load_case
 from nas_ops.data.msd import MSDDataset, case_id, is_nifti
 from nas_ops.data.setup import check_compatible, load_checked_dataset
@@ -90,18 +89,20 @@ def predict(
     inferer: Inferer | None = None,
     postprocessing: Callable | None = None,
     saver: Callable | None = None,
-    cases: Literal["validation", "training", "all"] = "validation",
+    cases: Cases = "validation",
     fold: NonNegativeInt = 0,
-    n_folds: Annotated[int, Rule(min=2)] = 5,
+    n_folds: NFolds = 5,
     seed: NonNegativeInt = 0,
     device: str = "auto",
+    config_source: str | None = None,
 ) -> list[Path]:
     """Predict ``cases`` of a dataset with the model in ``model_dir`` into ``output_dir``; returns the paths.
 
     ``network``: the config's ``network_def`` (built from ``models/genotype.json``); its weights are loaded here.
     ``fold``/``n_folds``/``seed`` pick the held-out cases of the training's split.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, config_source)
+    check_output_dir(output_dir, source=config_source)
     model_dir = Path(model_dir)
     if network is None:
         trained = load_model(model_dir, dev)

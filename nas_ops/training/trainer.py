@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
@@ -27,7 +27,20 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 from nas_ops.bundle import entry
-from nas_ops.config import Fraction, NonNegativeInt, PositiveInt, Rule, check_value, checked
+from nas_ops.config import (
+    Fraction,
+    NFolds,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Rule,
+    Size2D,
+    Size3D,
+    SliceAxis,
+    check_output_dir,
+    check_value,
+    checked,
+)
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.setup import FoldData, make_loaders, prepare_fold
 from nas_ops.engine.identity import component_identity
@@ -38,6 +51,7 @@ from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
 from nas_ops.protocol import check_protocol
 from nas_ops.registry import build_network
+from nas_ops.resources import DEFAULT_MAX_PARAMS, check_memory, check_parameters
 from nas_ops.search_state import SearchState
 from nas_ops.training.artifacts import Geometry, save_model
 from nas_ops.training.devices import resolve_device
@@ -70,38 +84,47 @@ def train(
     val_transform: Callable | None = None,
     inferer: Inferer | None = None,
     fold: NonNegativeInt = 0,
-    n_folds: Annotated[int, Rule(min=2)] = 5,
+    n_folds: NFolds = 5,
     seed: NonNegativeInt = 0,
     device: str = "auto",
     epochs: PositiveInt = 100,
     batch_size: PositiveInt = 8,
     val_interval: PositiveInt = 1,
-    spatial_size: Annotated[list[int], Rule(min=1, length=2)] = (256, 256),
-    slice_axis: Literal[0, 1, 2] = 2,
-    patch_size: Annotated[list[int], Rule(min=1, length=3)] = (64, 64, 64),
+    spatial_size: Size2D = (256, 256),
+    slice_axis: SliceAxis = 2,
+    patch_size: Size3D = (64, 64, 64),
     samples_per_volume: PositiveInt = 2,
     keep_empty_fraction: Fraction = 0.25,
     num_workers: NonNegativeInt = 0,
+    max_params: PositiveInt = DEFAULT_MAX_PARAMS,
+    memory_limit_gb: PositiveFloat | None = None,
+    config_source: str | None = None,
 ) -> dict:
     """Train ``network`` (default: built from ``genotype``) on fold ``fold``; returns what train_log.json holds.
 
     ``optimizer`` must hold the network's parameters (default Adam, lr 1e-3); ``lr_scheduler`` is stepped once
     per epoch (default polynomial decay over ``epochs``, power 0.9); validation Dice every ``val_interval`` epochs.
+    Before anything is built: at most ``max_params`` parameters, and the estimated memory of a training step at
+    ``batch_size`` within ``memory_limit_gb`` (default: 80 % of the device's; :mod:`nas_ops.resources`).
     A ``network`` built by the caller takes its initial weights from the global RNGs: seed them first with
-    :func:`nas_ops.engine.seeds.seed_everything` (a bundle does so in ``initialize``).
+    :func:`nas_ops.engine.seeds.seed_everything` (a bundle does so in ``initialize``). ``config_source``: the config
+    file named in refusals.
     """
-    genotype_source = genotype if not isinstance(genotype, Genotype) else None
     genotype = genotype if isinstance(genotype, Genotype) else Genotype.load(genotype)
-    output_dir = Path(output_dir)
-    dev = resolve_device(device)
+    genotype_source = genotype.source
+    output_dir = check_output_dir(output_dir, source=config_source)
+    dev = resolve_device(device, config_source)
+    check_parameters(genotype, max_params)
+    input_size = list(spatial_size if genotype.spatial_dims == 2 else patch_size)
     if network is None:  # the network's initial weights come from the run's seed (a bundle seeds in `initialize`)
         seed_everything(seed)
         network = build_network(genotype)
     _check_built_from(network, genotype)
     stride = check_protocol(network, genotype.method, genotype_source).total_stride
     size_key = "spatial_size" if genotype.spatial_dims == 2 else "patch_size"
-    check_value(size_key, list(spatial_size if genotype.spatial_dims == 2 else patch_size),
-                Annotated[list[int], Rule(multiple_of=stride, why="the network's total stride")])
+    check_value(size_key, input_size, Annotated[list[int], Rule(multiple_of=stride, why="the network's total stride")],
+                config_source)
+    check_memory(genotype, input_size, batch_size, dev, memory_limit_gb, size_key, config_source)
     loss = loss if loss is not None else DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = optimizer if optimizer is not None else torch.optim.Adam(network.parameters(), lr=1e-3)
     if lr_scheduler is None:

@@ -1,0 +1,60 @@
+"""Resource bounds checked before anything is trained: a sanity cap on parameters, and the memory a training step
+needs at the configured input and batch against what the device has (``memory_limit_gb``).
+
+Both come from :func:`nas_ops.cost_model.estimate_training_memory`, which measures on the ``meta`` device, so a
+genotype too large for the machine is refused with a message instead of taking the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from nas_ops.cost_model import MemoryEstimate, count_params, estimate_training_memory
+from nas_ops.errors import GenotypeError, InputError
+from nas_ops.genotype import Genotype
+from nas_ops.registry import build_network
+
+DEFAULT_MAX_PARAMS = 500_000_000  # 16 x nnU-Net's 3D U-Net (31 M): beyond it, a genotype is almost surely a typo
+MEMORY_MARGIN = 0.8  # use at most this share of what the device has, by default
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Memory of ``device``: the GPU's total, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_parameters(genotype: Genotype, max_params: int = DEFAULT_MAX_PARAMS) -> int:
+    """The genotype's parameter count (counted without allocating it); refused above ``max_params``."""
+    with torch.device("meta"):
+        params = count_params(build_network(genotype))
+    if params > max_params:
+        keys = ", ".join(sorted(genotype.spec)) or "its spec"
+        raise GenotypeError(genotype.source, "spec", f"the network has {params:,} parameters, more than max_params "
+                            f"= {max_params:,}: lower the widths or kernel sizes of the spec ({keys}), or raise "
+                            "max_params")
+    return params
+
+
+def check_memory(genotype: Genotype, input_size: Sequence[int], batch_size: int, device: torch.device,
+                 memory_limit_gb: float | None = None, size_key: str = "spatial_size",
+                 source: str | None = None) -> MemoryEstimate:
+    """Refuse a training whose estimated memory exceeds ``memory_limit_gb`` (default: 80 % of the device's),
+    naming the keys to lower and the largest batch that fits."""
+    estimate = estimate_training_memory(lambda: build_network(genotype), (genotype.in_channels, *input_size),
+                                        batch_size)
+    limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else MEMORY_MARGIN * device_memory_bytes(device)
+    if estimate.total_bytes > limit:
+        per_sample = estimate.activation_bytes / batch_size
+        fits = int((limit - estimate.parameter_bytes) // per_sample) if limit > estimate.parameter_bytes else 0
+        hint = f"at most batch_size {fits} fits" if fits >= 1 else "the weights alone do not fit: use a smaller network"
+        raise InputError(source, "batch_size", f"training needs about {estimate.total_bytes / 2**30:.1f} GiB at "
+                         f"batch {batch_size} and {size_key} {list(input_size)} (weights, gradients and Adam "
+                         f"{estimate.parameter_bytes / 2**30:.1f} GiB, activations "
+                         f"{estimate.activation_bytes / 2**30:.1f} GiB), more than the limit of {limit / 2**30:.1f} "
+                         f"GiB: lower batch_size ({hint}) or {size_key}, or set memory_limit_gb")
+    return estimate
