@@ -5,8 +5,8 @@ seed k, validation = fold 0 of that split), predicts its validation cases and is
 Writes ``docs/bixnas_demo_results.md``: Dice and IoU mean ± std over seeds, params and MACs at the training size.
 Runs already finished under ``out_dir`` are reused, so a killed comparison continues.
 
-python scripts/bixnas_compare.py --search_dirs "['runs/bixnas_demo','runs/bixnas_demo_seed1']" --epochs 20
-    (one row per search output folder: its genotype.json)
+python scripts/bixnas_compare.py --search_dirs "['runs/bixnas_demo/search','runs/bixnas_demo_seed1/search']" --epochs 20
+    (one row per search folder, named by its output_dir: its genotype.json)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger("bixnas_compare")
 
 
 def compare(
-    search_dirs: str | Sequence[str] = ("runs/bixnas_demo",),
+    search_dirs: str | Sequence[str] = ("runs/bixnas_demo/search",),
     dataset_dir: str = "demo_data/Task901_DemoNuclei",
     bundle_dir: str = "bundles/bixnas",
     out_dir: str = "runs/bixnas_compare",
@@ -44,7 +44,8 @@ def compare(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(num_threads)
     search_dirs = [search_dirs] if isinstance(search_dirs, str) else list(search_dirs)
-    models = {f"BiX-NAS ({Path(d).name})": (Path(d) / "genotype.json", f"bixnas_{Path(d).name}") for d in search_dirs}
+    runs = {d: (Path(d).parent.name if Path(d).name == "search" else Path(d).name) for d in search_dirs}
+    models = {f"BiX-NAS ({run})": (Path(d) / "genotype.json", f"bixnas_{run}") for d, run in runs.items()}
     models["BiO-Net++"] = (Path(bundle_dir) / "genotypes" / "bionet_pp.json", "bio-net++")
     models["U-Net"] = (Path(bundle_dir) / "genotypes" / "unet.json", "u-net")
     rows = []

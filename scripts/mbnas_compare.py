@@ -7,7 +7,7 @@ Writes ``<out_dir>/compare.json`` and the Markdown table ``doc``: mean ± std ov
 MMACs and parameters, and the Wilcoxon signed-rank p-value of found vs U-Net over the (seed, case) pairs of mean
 foreground Dice. Runs already finished under ``out_dir`` are reused, so a killed comparison continues.
 
-python scripts/mbnas_compare.py --search_dir runs/mbnas_demo --dataset_dir demo_data/Task902_DemoMRI --epochs 6
+python scripts/mbnas_compare.py --search_dir runs/mbnas_demo/search --dataset_dir demo_data/Task902_DemoMRI --epochs 6
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _case_means(metrics: dict, name: str) -> dict[str, float]:
 
 
 def compare(
-    search_dir: str = "runs/mbnas_demo",
+    search_dir: str = "runs/mbnas_demo/search",
     dataset_dir: str = "demo_data/Task902_DemoMRI",
     out_dir: str = "runs/mbnas_compare",
     doc: str = "docs/mbnas_demo_results.md",
