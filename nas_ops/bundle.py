@@ -67,11 +67,13 @@ def _debug() -> bool:
 
 
 def entry(fn: F) -> F:
-    """Mark a function a bundle config or CLI calls: inside a bundle run, bad input leaves as one line.
+    """Mark a function a bundle config or CLI calls: its arguments are checked against its type hints
+    (:func:`nas_ops.config.checked`), and inside a bundle run bad input leaves as one line.
 
     Outside a bundle run (a Python caller, a test) the :class:`~nas_ops.errors.InputError` is raised as is;
     unexpected errors always keep their traceback.
     """
+    fn = checked(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -190,7 +192,6 @@ def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | No
 
 
 @entry
-@checked
 def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channels: bool = False,
              max_params: PositiveInt = DEFAULT_MAX_PARAMS):
     """The genotype a config trains: read and validated; with ``fit_channels`` its input and output channels set to

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas_ops.data import make_mri_dataset, make_nuclei_dataset
+from nas_ops.data import make_nuclei_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "bundles/bixnas/configs/train.json"
@@ -173,7 +173,7 @@ def test_bad_datasets_are_refused_naming_file_and_field(user, world, tmp_path):
     (copies["lostfile"] / "labelsTr" / "nuclei_003.png").unlink()
     (copies["badlabel"] / "dataset.json").write_text(json.dumps({**doc, "labels": {"0": "background"}}))
     expect = {
-        "latin1": "field '<file>': not valid UTF-8 JSON",
+        "latin1": "field '<file>': not UTF-8 text (byte 13): dataset.json is a JSON file",
         "nolabels": "field 'labels': missing key",
         "lostfile": "field 'training[3].label': file does not exist",
         "badlabel": "field 'labels': needs at least one foreground class besides 0",

@@ -24,7 +24,7 @@ from nas_ops.bixnas.phase2 import GENOTYPE_FILE, run_phase2
 from nas_ops.bixnas.phase2 import RESULT_FILE as PHASE2_RESULT
 from nas_ops.bixnas.phase2 import STATE_FILE as PHASE2_STATE
 from nas_ops.bundle import entry, prepare_process
-from nas_ops.config import NFolds, NonNegativeInt, PositiveInt, check_output_dir, checked
+from nas_ops.config import NFolds, NonNegativeInt, PositiveInt, check_output_dir
 from nas_ops.data.setup import dataset_identity, prepare_fold
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.errors import InputError
@@ -35,7 +35,6 @@ CONFIG_SOURCE = "search config"
 
 
 @entry
-@checked
 def search(
     dataset_dir: str | Path,
     output_dir: str | Path,

@@ -131,8 +131,10 @@ def load_msd_dataset(dataset_dir: str | Path) -> MSDDataset:
         raise DatasetError(path, "<file>", "dataset.json not found")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(path, "<file>", f"not valid UTF-8 JSON ({err})") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(path, "<file>", f"not valid JSON ({err})") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(path, "<file>", f"not UTF-8 text (byte {err.start}): dataset.json is a JSON file") from None
     except RecursionError:
         raise DatasetError(path, "<file>", "nested too deeply to be a dataset.json") from None
     if not isinstance(doc, dict):

@@ -30,7 +30,6 @@ from nas_ops.config import (
     Size2D,
     SliceAxis,
     check_output_dir,
-    checked,
 )
 from nas_ops.data.setup import load_checked_dataset
 from nas_ops.engine.execution import executor
@@ -91,7 +90,6 @@ class MBNASConfig(ConfigBlock):
 
 
 @entry
-@checked
 def search(
     dataset_dir: str | Path,
     output_dir: str | Path,

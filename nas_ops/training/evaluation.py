@@ -18,7 +18,7 @@ import torch
 
 from nas_ops.atomic import atomic_write, write_json_atomic
 from nas_ops.bundle import entry
-from nas_ops.config import PositiveFloat, check_output_dir, checked
+from nas_ops.config import PositiveFloat, check_output_dir
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.msd import case_id, read_array
 from nas_ops.data.setup import load_checked_dataset
@@ -39,7 +39,6 @@ def voxel_spacing(affine: np.ndarray | None, ndim: int) -> list[float]:
 
 
 @entry
-@checked
 def evaluate(
     prediction_dir: str | Path,
     dataset_dir: str | Path,

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas_ops.bundle import entry
-from nas_ops.config import Cases, NFolds, NonNegativeInt, check_output_dir, checked
+from nas_ops.config import Cases, NFolds, NonNegativeInt, check_output_dir
 from nas_ops.data.loaders import load_case
 from nas_ops.data.msd import MSDDataset, case_id, is_nifti
 from nas_ops.data.setup import check_compatible, load_checked_dataset
@@ -80,7 +80,6 @@ class PredictionWriter:
 
 
 @entry
-@checked
 def predict(
     model_dir: str | Path,
     dataset_dir: str | Path,

@@ -39,7 +39,6 @@ from nas_ops.config import (
     SliceAxis,
     check_output_dir,
     check_value,
-    checked,
 )
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.setup import FoldData, make_loaders, prepare_fold
@@ -71,7 +70,6 @@ def default_inferer(spatial_dims: int, patch_size: Sequence[int]) -> Inferer | N
 
 
 @entry
-@checked
 def train(
     genotype: Genotype | str | Path,
     dataset_dir: str | Path,
