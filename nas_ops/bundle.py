@@ -1,10 +1,10 @@
 """What the bundle configs call besides the library's entry functions: where the bundle lies, the check of a
 config's keys, the one error path, and the genotype a config trains.
 
-Every bundle config exposes ``bundle_root``, ``dataset_dir``, ``output_dir``, ``seed``, ``device``, ``fold``,
-``n_folds``, ``num_workers`` (data-loader workers) and ``num_threads`` (torch CPU threads); search configs add
-``backend`` (``local``, ``ray``, ``subprocess``), ``parallel_jobs`` and ``ray_address`` for independent jobs, and a
-nested ``search`` block checked by the method. A ``configs/demo.json`` overlay sets a small CPU budget and the
+Every bundle config exposes ``bundle_root``, ``dataset_dir``, ``output_dir``, ``seed`` and ``num_threads`` (torch
+CPU threads), and where the workflow uses them ``device``, ``fold``/``n_folds`` and ``num_workers`` (data-loader
+workers); search configs hold a nested ``search`` block checked by the method, and those with independent jobs
+(MB-NAS) add ``backend`` (``local``, ``ray``, ``subprocess``), ``parallel_jobs`` and ``ray_address``. A ``configs/demo.json`` overlay sets a small CPU budget and the
 demo data. The output folders of one ``output_dir``: ``search/``, ``train/`` (with ``train/models/``),
 ``predictions/`` and ``eval/``; no step writes into another's.
 
@@ -27,10 +27,10 @@ import torch
 
 from nas_ops.config import PositiveInt, checked
 from nas_ops.errors import InputError
+from nas_ops.resources import DEFAULT_MAX_PARAMS, check_parameters
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "MEDSEG_NAS_DEBUG"
-DEFAULT_MAX_PARAMS = 500_000_000  # as nas_ops.resources (imported late: it builds networks)
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +49,7 @@ def bundle_root(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- error path
+
 
 
 def one_line(err: InputError) -> str:
@@ -73,33 +74,30 @@ def entry(fn: F) -> F:
     Outside a bundle run (a Python caller, a test) the :class:`~nas_ops.errors.InputError` is raised as is;
     unexpected errors always keep their traceback.
     """
-    fn = checked(fn)
+    return _one_line_errors(checked(fn), when=lambda: active_parser() is not None)
+
+
+def cli(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a function for ``fire``: bad input leaves as one line and status 1."""
+    return _one_line_errors(fn, when=lambda: True)
+
+
+def _one_line_errors(fn: F, when: Callable[[], bool]) -> F:
+    """``fn`` with its InputError turned into the one-line exit when ``when()`` (and not debugging)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except InputError as err:
-            if _debug() or active_parser() is None:
+            if _debug() or not when():
                 raise
             raise fail(err) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def cli(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a function for ``fire``: bad input leaves as one line and status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as err:
-            if _debug():
-                raise
-            raise fail(err) from None
-
-    return wrapper
+bundle_root = entry(bundle_root)
 
 
 def active_parser() -> Any:
@@ -143,12 +141,57 @@ def check_config(root: str | Path, workflow: str) -> None:
         return
     source = f"{Path(root) / 'configs' / workflow}.json"
     configs = known_keys(root)
-    known = set().union(*configs.values()) | {"_meta_"}
+    mine = configs.get(f"{workflow}.json", set())
+    overlays = set().union(*(keys for name, keys in configs.items() if name not in WORKFLOWS))
     for key in parser.get():
-        if key not in known:
-            mine = configs.get(f"{workflow}.json", set())
-            raise InputError(source, key, f"unknown key{nearest(key, mine or known)}: no config of this bundle "
-                             "reads it")
+        if key not in mine | overlays | {"_meta_"}:
+            elsewhere = sorted(name for name, keys in configs.items() if key in keys)
+            where = (f": {' and '.join(elsewhere)} read{'s' if len(elsewhere) == 1 else ''} it, not {workflow}.json"
+                     if elsewhere else ": no config of this bundle reads it")
+            raise InputError(source, key, f"unknown key{nearest(key, mine)}{where}")
+    for key, value in parser.get().items():
+        _check_component_keys(value, key, source)
+
+
+WORKFLOWS = ("search.json", "train.json", "inference.json", "evaluate.json")
+
+
+def _component(target: str) -> Callable[..., Any] | None:
+    """The callable a ``_target_`` names (a dotted path, or a MONAI name such as ``DiceCELoss``), or None."""
+    import importlib
+    import pydoc
+
+    from monai.bundle.config_item import ComponentLocator
+
+    found = pydoc.locate(target)
+    if found is None and "." not in target:
+        module = ComponentLocator().get_component_module_name(target)
+        if isinstance(module, str):
+            found = getattr(importlib.import_module(module), target, None)
+    return found if callable(found) else None
+
+
+def _check_component_keys(node: Any, path: str, source: str) -> None:
+    """Refuse an argument a config component's ``_target_`` does not take (``--optimizer#lrr``), recursively."""
+    if not isinstance(node, dict):
+        return
+    target = node.get("_target_")
+    if isinstance(target, str) and not target.startswith("$"):
+        fn = _component(target)
+        try:
+            params = inspect.signature(fn).parameters if fn is not None else None
+        except (TypeError, ValueError):
+            params = None
+        if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            from nas_ops.config import nearest
+
+            for key in node:
+                if not key.startswith("_") and key not in params:
+                    raise InputError(source, f"{path}#{key}", f"unknown argument of {target}"
+                                     f"{nearest(key, [p for p in params if p != 'self'])}")
+    for key, value in node.items():
+        if not key.startswith("_"):
+            _check_component_keys(value, f"{path}#{key}", source)
 
 
 def set_threads(num_threads: int | None, source: str | None = None) -> None:
@@ -175,7 +218,6 @@ def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | No
     the network built from ``network_def`` starts from the run's seed)."""
     from nas_ops.config import CONVENTIONS, check_value
     from nas_ops.engine.seeds import seed_everything
-    from nas_ops.training.devices import resolve_device
 
     check_config(root, workflow)
     source = f"{Path(root) / 'configs' / workflow}.json"
@@ -184,10 +226,9 @@ def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | No
         for key in parser.get():
             if key in CONVENTIONS:
                 check_value(key, parser.get_parsed_content(key), CONVENTIONS[key], source)
-        if "device" in parser.get():
-            resolve_device(parser.get_parsed_content("device"), source)
     check_value("seed", seed, CONVENTIONS["seed"], source)
-    set_threads(num_threads, source)
+    prepare_process(parser.get_parsed_content("device") if parser is not None and "device" in parser.get()
+                    else "cpu", num_threads, source)
     seed_everything(seed)
 
 
@@ -199,7 +240,6 @@ def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channe
     file is never rewritten. A network of more than ``max_params`` parameters is refused before it is built."""
     from nas_ops.data.setup import load_checked_dataset
     from nas_ops.genotype import Genotype
-    from nas_ops.resources import check_parameters
 
     geno = Genotype.load(path)
     if fit_channels and dataset_dir is not None:
@@ -217,7 +257,8 @@ def trained_model(model_dir: str | Path):
     """``(genotype, geometry)`` of the trained model in ``model_dir`` (a train run's ``models/``): what an
     inference config builds its ``network_def`` and ``inferer`` from; refused when there is no trained model."""
     from nas_ops.genotype import Genotype
-    from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, read_info
+    from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, read_info, verify_checksums
 
     info = read_info(model_dir)
+    verify_checksums(model_dir, info)
     return Genotype.load(Path(model_dir) / GENOTYPE_FILE), Geometry(**info["geometry"])

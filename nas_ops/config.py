@@ -189,9 +189,10 @@ class ConfigBlock:
     def from_values(cls, values: dict[str, Any] | None = None, source: str | None = None, prefix: str = "",
                     **more: Any):
         """Check ``values`` (a bundle's block, merged with ``more``) and build the block; unknown keys refused."""
+        if values is not None and not isinstance(values, dict):
+            raise InputError(source, prefix.rstrip("#") or "<root>", f"must be an object of settings, got "
+                             f"{values!r:.60}")
         values = {**(values or {}), **more}
-        if not isinstance(values, dict):
-            raise InputError(source, prefix.rstrip(".") or "<root>", f"must be an object, got {values!r:.60}")
         hints = get_type_hints(cls, include_extras=True)
         known = [f.name for f in dataclasses.fields(cls)]
         for key in values:
@@ -208,7 +209,11 @@ class ConfigBlock:
     @classmethod
     def from_block(cls, block: dict[str, Any] | None, source: str | None, more: dict[str, Any]):
         """The block of a bundle config (its keys named ``search#<key>``), or keyword arguments of a Python call
-        (``more``, named plainly)."""
+        (``more``, named plainly); not both."""
+        if block is not None and more:
+            key = sorted(more)[0]
+            raise InputError(source, key, "unknown argument of the search: its settings go in the search block "
+                             f"(--search#{key})")
         return cls.from_values(block, source, prefix="search#" if block is not None else "", **more)
 
     def check(self, source: str | None, prefix: str = "") -> None:

@@ -167,10 +167,12 @@ def estimate_training_memory(build: Callable[[], nn.Module], input_shape: Sequen
     with torch.device("meta"):
         net = build()
     params = count_params(net)
+    weights = {id(p) for p in net.parameters()}  # counted in parameter_bytes
     saved: dict[int, torch.Tensor] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        saved.setdefault(id(t), t)
+        if id(t) not in weights:
+            saved.setdefault(id(t), t)
         return t
 
     x = torch.zeros(batch_size, *input_shape, device="meta")

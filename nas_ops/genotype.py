@@ -183,8 +183,3 @@ def _check_type(value: Any, typ: type | tuple[type, ...], source: str | Path | N
     if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
         expected = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
         raise GenotypeError(source, key, f"expected {expected}, got {type(value).__name__} ({value!r:.40})")
-
-
-def load_genotype(path: str | Path) -> Genotype:
-    """Read and validate a genotype file (a function form for bundle configs)."""
-    return Genotype.load(path)

@@ -1,8 +1,9 @@
 """Resource bounds checked before anything is trained: a sanity cap on parameters, and the memory a training step
 needs at the configured input and batch against what the device has (``memory_limit_gb``).
 
-Both come from :func:`nas_ops.cost_model.estimate_training_memory`, which measures on the ``meta`` device, so a
-genotype too large for the machine is refused with a message instead of taking the machine.
+Both are counted on PyTorch's ``meta`` device (the parameters with :func:`nas_ops.cost_model.count_params`, the
+memory with :func:`nas_ops.cost_model.estimate_training_memory`), so a genotype too large for the machine is
+refused with a message instead of taking the machine.
 """
 
 from __future__ import annotations
@@ -45,8 +46,14 @@ def check_memory(genotype: Genotype, input_size: Sequence[int], batch_size: int,
                  source: str | None = None) -> MemoryEstimate:
     """Refuse a training whose estimated memory exceeds ``memory_limit_gb`` (default: 80 % of the device's),
     naming the keys to lower and the largest batch that fits."""
-    estimate = estimate_training_memory(lambda: build_network(genotype), (genotype.in_channels, *input_size),
-                                        batch_size)
+    try:
+        estimate = estimate_training_memory(lambda: build_network(genotype), (genotype.in_channels, *input_size),
+                                            batch_size)
+    except (RuntimeError, ValueError) as err:  # the first training step would fail the same way
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(source, size_key, f"the network cannot run a training step at batch {batch_size} and "
+                         f"{size_key} {list(input_size)} ({type(err).__name__}: {first}): use a larger {size_key} "
+                         "or batch, or a network that downsamples less") from None
     limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else MEMORY_MARGIN * device_memory_bytes(device)
     if estimate.total_bytes > limit:
         per_sample = estimate.activation_bytes / batch_size

@@ -281,7 +281,7 @@ class SearchState:
 
     def _check_identity(self, payload: dict[str, Any]) -> None:
         if self.identity is not None:
-            refuse_other_settings(payload["identity"] or {}, self.identity, self.path, self.what, strict=True)
+            refuse_other_settings(payload["identity"] or {}, self.identity, self.path, self.what)
 
     def _apply(
         self,
@@ -366,22 +366,11 @@ def first_difference(saved: Any, wanted: Any, prefix: str = "") -> tuple[str, An
     return None if saved == wanted else (prefix or "<root>", saved, wanted)
 
 
-def refuse_other_settings(
-    saved: Mapping[str, Any],
-    wanted: Mapping[str, Any],
-    source: str | Path,
-    what: str = "search",
-    ignore=(),
-    strict: bool = False,
-) -> None:
-    """Refuse to resume (or report) a run in an output_dir started with settings that change its result.
-
-    Names the first (dotted) field whose saved value differs; keys in ``ignore`` (devices, threads, paths) may
-    change. Without ``strict``, a key the saved settings lack is not compared (settings added later).
-    """
-    saved = {k: v for k, v in saved.items() if k not in ignore and (strict or k in wanted)}
-    wanted = {k: v for k, v in wanted.items() if k not in ignore and (strict or k in saved)}
-    found = first_difference(saved, wanted)
+def refuse_other_settings(saved: Mapping[str, Any], wanted: Mapping[str, Any], source: str | Path,
+                          what: str = "search") -> None:
+    """Refuse to resume (or report) a run in an output_dir started with settings that change its result, naming the
+    first (dotted) field whose saved value differs; a key on one side only is a difference too."""
+    found = first_difference(dict(saved), dict(wanted))
     if found is None:
         return
     key, before, now = found

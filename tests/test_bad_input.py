@@ -95,6 +95,13 @@ KEY_CASES = [
     ({"num_threads": 0}, "error: bundles/bixnas/configs/train.json: field 'num_threads': must be >= 1, got 0"),
     ({"device": "tpu"}, "error: bundles/bixnas/configs/train.json: field 'device': must be 'auto', 'cpu', 'cuda' or "
                         "'cuda:<index>', got 'tpu'"),
+    ({"optimizer#lrr": 0.1}, "error: bundles/bixnas/configs/train.json: field 'optimizer#lrr': unknown argument of "
+                             "torch.optim.Adam (did you mean 'lr'?)"),
+    ({"trainer#epoch": 5}, "error: bundles/bixnas/configs/train.json: field 'trainer#epoch': unknown argument of "
+                           "nas_ops.training.trainer.train (did you mean 'epochs'?)"),
+    ({"phase": "all"}, "error: bundles/bixnas/configs/train.json: field 'phase': unknown key: search.json reads it, "
+                       "not train.json"),
+    ({"fold": 4}, "error: bundles/bixnas/configs/train.json: field 'fold': must be < n_folds = 4, got 4"),
     ({"fit_channels": "maybe"}, "error: bundles/bixnas/configs/train.json: field 'fit_channels': must be true or "
                                 "false, got 'maybe'"),
 ]
@@ -281,6 +288,14 @@ def test_search_blocks_and_run_keys_are_checked(user, world, tmp_path):
                                                 "'search#spatial_size[0]': 48 is not divisible by 2**max_depth = 32"),
         (mb, {"search#seeds": []}, "error: bundles/mbnas/configs/search.json: field 'search#seeds': needs at least "
                                    "one training seed"),
+        (mb, {"search#evaluate_fn": "nas_ops.nowhere.train"}, "error: bundles/mbnas/configs/search.json: field "
+                                                              "'search#evaluate_fn': 'nas_ops.nowhere.train' names no"),
+        (mb, {"fold": 1}, "error: bundles/mbnas/configs/search.json: field 'fold': unknown key (did you mean "
+                          "'n_folds'?): inference.json and train.json read it, not search.json"),
+        (mb, {"search": 5}, "error: bundles/mbnas/configs/search.json: field 'search': must be an object of "
+                            "settings, got 5"),
+        (bix, {"searcher#phase1_epochs": 3}, "error: bundles/bixnas/configs/search.json: field 'phase1_epochs': "
+                                             "unknown argument of the search: its settings go in the search block"),
     ]
     for config, change, start in cases:
         line = refused(run_bundle, config, **{**common, **change})

@@ -42,6 +42,16 @@ def test_every_network_def_passes_monai_verify_net_in_out(name):
     assert "data shape of network is verified with no error" in (done.stdout + done.stderr)
 
 
+@pytest.mark.parametrize("name", BUNDLES)
+def test_the_configs_of_a_bundle_share_their_defaults(name):
+    """A workflow's defaults chain onto the others' (the same output_dir, dataset_dir, bundle_root, seed)."""
+    docs = {w: json.loads((REPO_ROOT / config(name, w)).read_text()) for w in ("search", "train", "inference",
+                                                                              "evaluate")}
+    for key in ("bundle_root", "dataset_dir", "output_dir", "seed"):
+        assert len({json.dumps(doc[key]) for doc in docs.values()}) == 1, key
+    assert docs["train"]["genotype_path"] != docs["inference"]["model_dir"]
+
+
 @pytest.fixture(scope="module")
 def nuclei(tmp_path_factory):
     return make_nuclei_dataset(tmp_path_factory.mktemp("data") / "Task900_Tiny", num_images=8, size=64, seed=0)

@@ -168,13 +168,15 @@ def test_an_entry_function_checks_its_arguments_by_their_hints():
 # -- the execution layer ---------------------------------------------------------------------------------------
 
 
-def job_square(x: int, fail: bool = False, sleep: float = 0.0) -> dict:
+def job_square(x: int, fail: bool = False, sleep: float = 0.0, bad: bool = False) -> dict:
     """A job for the backends (module-level: reachable by its dotted path in any process)."""
     import time
 
     time.sleep(sleep)
     if fail:
         raise ValueError(f"job {x} failed on purpose")
+    if bad:
+        raise InputError("data/dataset.json", "labels", "missing key")
     torch.manual_seed(x)
     return {"x": x, "value": float(torch.rand(1))}
 
@@ -195,6 +197,10 @@ def test_a_failing_or_hanging_job_stops_the_run_naming_its_log(tmp_path, monkeyp
     with executor("subprocess") as run, pytest.raises(RuntimeError, match=f"failed .*log: {log}"):
         list(run([Job("test_engine.job_square", {"x": 1, "fail": True}, tag="one", log=str(log))]))
     assert "job 1 failed on purpose" in log.read_text()
+    for backend in ("local", "subprocess"):  # bad input inside a job: the job's own one-line error
+        with executor(backend) as run, pytest.raises(InputError) as info:
+            list(run([Job("test_engine.job_square", {"x": 1, "bad": True})]))
+        assert str(info.value) == "data/dataset.json: field 'labels': missing key"
     with executor("subprocess", timeout_s=2) as run, pytest.raises(TimeoutError, match="ran past 2 s"):
         list(run([Job("test_engine.job_square", {"x": 1, "sleep": 60}, tag="slow")]))
     with pytest.raises(InputError, match="field 'backend': must be one of"):

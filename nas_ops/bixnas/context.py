@@ -34,8 +34,6 @@ from nas_ops.training.metrics import score_networks
 
 log = logging.getLogger(__name__)
 
-CONFIG_SOURCE = "search config"
-PHASES = ("all", "phase1", "phase2")
 LOG_FILENAME = "search_log.jsonl"
 NET_DIVISOR = 32  # stem pool + 4 levels: every spatial size must be divisible by 2^5
 
@@ -63,7 +61,7 @@ class SearchConfig(ConfigBlock):
     phase1_lr_decay: Annotated[float, Rule(min=0.0)] = 3e-3  # Keras-style per epoch: lr / (1 + decay * epoch)
     phase1_weight_decay: Annotated[float, Rule(min=0.0)] = 0.0  # on the weights only
     phase1_selection_lr: PositiveFloat | None = None  # lr of the selection matrices; None: phase1_lr
-    phase2_epochs: PositiveInt = 40
+    phase2_epochs: Annotated[int, Rule(min=1, max=999)] = 40
     phase2_lr: PositiveFloat = 1e-3
     phase2_lr_step: PositiveInt = 10  # x phase2_lr_gamma every phase2_lr_step epochs
     phase2_lr_gamma: PositiveFloat = 0.1

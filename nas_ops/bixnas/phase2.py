@@ -55,7 +55,8 @@ from nas_ops.bixnas.space import (
 )
 from nas_ops.bixnas.supernet import BiXSupernet
 from nas_ops.engine.loop import RunCheckpoint, RunEngine
-from nas_ops.engine.seeds import seed_everything, stream_seed
+from nas_ops.engine.seeds import seed_everything, stage_epoch_key, stream_generator, stream_seed
+from nas_ops.errors import InputError
 from nas_ops.pareto import select_from_front
 from nas_ops.search_state import SearchState
 
@@ -63,7 +64,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE, RESULT_FILE = "phase2_state.pt", "phase2_result.json"
 GENOTYPE_FILE, PARETO_DIR = "genotype.json", "pareto"
-PHASE2_SEED_OFFSET = 1_000_003
+PHASE2_SEED_OFFSET = 1_000_003  # names Phase 2's seed stream (nas_ops.engine.seeds.stream_seed)
+SAMPLER_STREAM = 2  # names the sampler's generator (nas_ops.engine.seeds.stream_generator)
 MAX_DRAWS_PER_SAMPLE = 500  # the authors' sampler gives up on a sample after 500 duplicate draws
 
 
@@ -261,7 +263,11 @@ def _init_weights(model: BiXSupernet, run: SearchRun, first_stage: bool) -> None
     if init == "continue" and not first_stage:
         return
     if init in ("phase1", "continue"):
-        state = torch.load(run.output_dir / WEIGHTS_FILE, map_location=run.device, weights_only=True)
+        path = run.output_dir / WEIGHTS_FILE
+        if not path.is_file():
+            raise InputError(path, "phase2_init", f"{init!r} starts Phase 2 from Phase 1's supernet, which is not "
+                             "in this output_dir: run Phase 1 here first, or use phase2_init 'fresh'")
+        state = torch.load(path, map_location=run.device, weights_only=True)
     else:
         state = run.new_supernet().state_dict()
     model.load_state_dict(state)
@@ -288,7 +294,7 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any], state: SearchState
     model = run.new_supernet()
     opt, sched = _stage_optimiser(model, run)
     objects: dict[str, Any] = {"model": model, "optimiser": opt, "scheduler": sched}
-    sampler_rng = np.random.default_rng([run.seed, 2])
+    sampler_rng = stream_generator(run.seed, SAMPLER_STREAM)
     checkpoint = RunCheckpoint(state, objects, {"loader": run.loader_rng, "sampler": sampler_rng})
     resumed = checkpoint.resume()
     if resumed.finished:
@@ -323,7 +329,7 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any], state: SearchState
         networks = [_as_sets(net, c.iterations) for net in pos["networks"]]
         engine = RunEngine(
             SharedHeadStep(model, run.loss_fn, opt, networks, stage),
-            lambda epoch, stage=stage: run.train_batches(1_000_000 + 1_000 * stage + epoch), run.device,
+            lambda epoch, stage=stage: run.train_batches(stage_epoch_key(stage, epoch)), run.device,
             scheduler=sched,
             validate=lambda epoch, networks=networks, stage=stage: _scores(run, model, networks, stage),
             checkpoint=checkpoint, desc=f"Phase 2 {stage_name(stage)}", num_batches=run.num_train_batches(),

@@ -70,6 +70,9 @@ def search(
     done = _finished_result(output_dir, phase, phase1, phase2)
     if done is not None:
         return done
+    if phase == "phase2" and not phase1.finished:
+        raise InputError(phase1.path, "phase", "Phase 2 needs a finished Phase 1 in this output_dir: run with "
+                         "phase 'phase1' (or 'all') first")
     data = prepare_fold(dataset_dir, 2, fold, n_folds, seed, cfg.spatial_size, cfg.slice_axis,
                         keep_empty_fraction=cfg.keep_empty_fraction)
     run = SearchRun(cfg, data, output_dir, seed, fold, n_folds, dev, dataset_dir, num_workers=num_workers,
@@ -78,9 +81,6 @@ def search(
     log.info("BiX-NAS search (%s) on %s fold %d/%d: %d training and %d validation images at %s, %d classes; "
              "output in %s", phase, data.dataset.name, fold, n_folds, len(data.train), len(data.val),
              "x".join(map(str, cfg.spatial_size)), run.out_channels, output_dir)
-    if phase == "phase2" and not phase1.finished:
-        raise InputError(phase1.path, "phase", "Phase 2 needs a finished Phase 1 in this output_dir: run with "
-                         "phase 'phase1' (or 'all') first")
     output_dir.mkdir(parents=True, exist_ok=True)
     phase1_result = phase1.result if phase == "phase2" else run_phase1(run, phase1)
     if phase == "phase1":

@@ -12,7 +12,10 @@ process; it returns a JSON-able result. :func:`executor` opens a backend and giv
   own process group, killed with all its children past ``timeout_s``; for jobs that start other programs
   (nnU-Net's CLI) or must not share a process.
 
-The same job gives the same result on every backend (each job seeds its own RNGs).
+The same job gives the same result on every backend when this process also runs one torch thread (Ray and
+subprocess jobs run one each; float reductions on the CPU differ between thread counts), since each job seeds its
+own RNGs. Bad input inside a job reaches the caller as the job's own one-line
+:class:`~nas_ops.errors.InputError` on every backend.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from nas_ops.errors import InputError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "ray", "subprocess")
+INPUT_ERROR_EXIT = 3  # a subprocess job refused its input (nas_ops.engine.worker)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,12 @@ def _ray(parallel_jobs: int, address: str | None) -> Iterator[RunJobs]:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                yield refs[ref], ray.get(ref)
+                try:
+                    result = ray.get(ref)
+                except InputError as err:  # Ray's error is also the original class: raise the original
+                    cause = getattr(err, "cause", err)
+                    raise InputError(cause.file, cause.field, cause.problem) from None
+                yield refs[ref], result
 
     try:
         yield run
@@ -161,6 +170,9 @@ def _run_subprocesses(jobs: Sequence[Job], parallel_jobs: int, timeout_s: float 
                     raise TimeoutError(f"job {job.tag or job.fn} ran past {timeout_s} s; log: {log_path}")
                 fh.close()
                 del running[i]
+                if proc.returncode == INPUT_ERROR_EXIT:
+                    bad = json.loads((work / f"result{i}.json").read_text())["input_error"]
+                    raise InputError(bad["file"], bad["field"], bad["problem"])
                 if proc.returncode != 0:
                     raise RuntimeError(f"job {job.tag or job.fn} failed (exit {proc.returncode}); log: {log_path}")
                 yield job, json.loads((work / f"result{i}.json").read_text())

@@ -133,10 +133,18 @@ class RunEngine:
             loop_state = on_epoch(row) if on_epoch is not None else {}
             if self.checkpoint is not None:
                 self.checkpoint.save(loop_state)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss", "dice", "iou")})
+            bar.set_postfix({k: f"{_mean(v):.4f}" for k, v in row.items() if k == "loss" or k.startswith("val_")})
             log.info("%s epoch %d/%d: %s (%.1fs)", self.desc, epoch + 1, total or epochs.stop, describe_row(row),
                      row["seconds"])
         return rows
+
+
+def _mean(value: Any) -> float:
+    """A score for the progress bar: a number, or the mean of a list of numbers (per class or per network)."""
+    if isinstance(value, (list, tuple)):
+        flat = [v for v in value if isinstance(v, (int, float))]
+        return sum(flat) / len(flat) if flat else float("nan")
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def describe_row(row: Row) -> str:

@@ -7,7 +7,7 @@
 - :mod:`nas_ops.mbnas.local_search`: first-improvement Local Search with its cache and checkpoint; the variants
   MB-NAS, Macro-NAS, Micro-NAS and Bilevel-NAS.
 - :mod:`nas_ops.mbnas.evaluate`: the evaluation protocol (k-fold x seeds, Dice over the last 20 % of epochs), one
-  training as a pure function, run in process or on Ray.
+  training as a pure function, a job of the execution layer (in process, on Ray or in subprocesses).
 - :mod:`nas_ops.mbnas.workflow`: the bundle entry point that ties data, space, search and outputs together.
 - :mod:`nas_ops.mbnas.plots`: the search trajectory and a drawing of a genotype.
 """

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from nas_ops.cost_model import count_params
-from nas_ops.data.setup import FoldData, make_loaders, prepare_fold
+from nas_ops.data.setup import FoldData, dataset_identity, make_loaders, prepare_fold
 from nas_ops.engine.loop import EpochBatches, RunEngine
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.engine.steps import SupervisedStep
@@ -31,8 +30,6 @@ from nas_ops.registry import build_network
 from nas_ops.training.devices import resolve_device
 from nas_ops.training.losses import make_loss
 from nas_ops.training.metrics import score_network
-
-EvaluateFn = Callable[[dict, int, int, dict], dict]
 
 
 @dataclass(frozen=True)
@@ -97,8 +94,9 @@ def train_and_score(genotype: dict, fold: int, seed: int, budget: dict) -> dict:
     tic = time.perf_counter()
     data = _fold_data(str(b.dataset_dir), fold, b.n_folds, b.split_seed, b.spatial_size, b.slice_axis,
                       b.keep_empty_fraction, b.augment, b.dataset_fingerprint)
-    if b.dataset_fingerprint is not None and data.fingerprint != b.dataset_fingerprint:
-        raise DatasetError(data.dataset.json_path, "fingerprint", "the dataset changed while the search ran")
+    if b.dataset_fingerprint is not None and dataset_identity(b.dataset_dir)["fingerprint"] != b.dataset_fingerprint:
+        raise DatasetError(data.dataset.json_path, "fingerprint", "the dataset changed while the search ran: start "
+                           "the search again in a new output_dir")
     seed_everything(seed)
     device = resolve_device(b.device)
     model = build_network(g).to(device)

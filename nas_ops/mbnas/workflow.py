@@ -32,7 +32,7 @@ from nas_ops.config import (
     check_output_dir,
 )
 from nas_ops.data.setup import load_checked_dataset
-from nas_ops.engine.execution import executor
+from nas_ops.engine.execution import executor, locate
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
 from nas_ops.mbnas.blocks import BLOCKS
@@ -84,6 +84,11 @@ class MBNASConfig(ConfigBlock):
         for i, k in enumerate(self.kernel_sizes):
             if k not in KERNEL_SIZES:
                 raise InputError(source, f"{prefix}kernel_sizes[{i}]", f"must be one of {list(KERNEL_SIZES)}, got {k}")
+        try:
+            locate(self.evaluate_fn)
+        except InputError:
+            raise InputError(source, f"{prefix}evaluate_fn", f"{self.evaluate_fn!r} names no importable function "
+                             "(a dotted path: package.module.function)") from None
         for i, b in enumerate(self.blocks):
             if b not in BLOCKS:
                 raise InputError(source, f"{prefix}blocks[{i}]", f"must be one of {list(BLOCKS)}, got {b!r}")

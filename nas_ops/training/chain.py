@@ -15,7 +15,8 @@ from nas_ops.training.trainer import train
 def train_predict_evaluate(genotype: Genotype | str | Path, dataset_dir: str | Path, output_dir: str | Path,
                            cases: str = "validation", **train_args: Any) -> tuple[dict, dict]:
     """``(train result, metrics)``: :func:`train` with ``train_args`` (seed, fold, epochs, loss, ...), then the
-    fold's ``cases`` predicted and scored. Each step is reported, not redone, when its output is already there."""
+    fold's ``cases`` predicted and scored. A finished training is reported, not redone; prediction and scoring
+    run again (they take seconds)."""
     out = Path(output_dir)
     trained = train(genotype, dataset_dir, out / "train", **train_args)
     split = {k: train_args[k] for k in ("fold", "n_folds", "seed", "device") if k in train_args}

@@ -25,7 +25,7 @@ from nas_ops.data.setup import load_checked_dataset
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
-from nas_ops.training.artifacts import GENOTYPE_FILE, load_geometry
+from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, read_info, verify_checksums
 from nas_ops.training.metrics import METRICS, CaseMetrics, summarise
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,9 @@ def evaluate(
     result: dict = {"classes": class_names, "tolerance_mm": tolerance_mm, "num_cases": len(per_case),
                     "summary": summarise(per_case, class_names), "per_case": per_case}
     if model_dir is not None:
-        genotype = Genotype.load(Path(model_dir) / GENOTYPE_FILE)
-        geometry = load_geometry(model_dir)
+        info = read_info(model_dir)
+        verify_checksums(model_dir, info)
+        genotype, geometry = Genotype.load(Path(model_dir) / GENOTYPE_FILE), Geometry(**info["geometry"])
         cost = measure_cost(build_network(genotype), (genotype.in_channels, *geometry.input_size))
         result.update(genotype=genotype.name, params=cost.params, macs=cost.macs, input_shape=list(cost.input_shape))
     out = Path(output_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.inferers import Inferer, SlidingWindowInferer
+from monai.inferers import Inferer
 from monai.transforms import AsDiscrete, Compose, SaveImage
 from torch import nn
 from tqdm import tqdm
@@ -28,20 +28,20 @@ from nas_ops.data.loaders import load_case
 from nas_ops.data.msd import MSDDataset, case_id, is_nifti
 from nas_ops.data.setup import check_compatible, load_checked_dataset
 from nas_ops.data.splits import fold_items
+from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
-from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, load_geometry, load_model, load_weights, read_info
+from nas_ops.training.artifacts import (
+    GENOTYPE_FILE,
+    Geometry,
+    load_model,
+    load_weights,
+    read_info,
+    verify_checksums,
+)
 from nas_ops.training.devices import resolve_device
-from nas_ops.training.inferers import SliceResizeInferer
+from nas_ops.training.inferers import default_inferer
 
 log = logging.getLogger(__name__)
-CASE_SETS = ("validation", "training", "all")
-
-
-def default_inferer(geometry: Geometry) -> Inferer:
-    """The inferer for a model's geometry: resized slices for 2D networks, sliding windows for 3D ones."""
-    if geometry.spatial_dims == 2:
-        return SliceResizeInferer(geometry.spatial_size, geometry.slice_axis)
-    return SlidingWindowInferer(roi_size=geometry.patch_size, sw_batch_size=1, overlap=0.25)
 
 
 def select_cases(ds: MSDDataset, cases: str, fold: int, n_folds: int, seed: int) -> list[dict[str, str]]:
@@ -100,6 +100,8 @@ def predict(
     ``network``: the config's ``network_def`` (built from ``models/genotype.json``); its weights are loaded here.
     ``fold``/``n_folds``/``seed`` pick the held-out cases of the training's split.
     """
+    if fold >= n_folds:
+        raise InputError(config_source, "fold", f"must be < n_folds = {n_folds}, got {fold}")
     dev = resolve_device(device, config_source)
     check_output_dir(output_dir, source=config_source)
     model_dir = Path(model_dir)
@@ -108,11 +110,14 @@ def predict(
         genotype, geometry, network = trained.genotype, trained.geometry, trained.network
     else:
         info = read_info(model_dir)
-        genotype, geometry = Genotype.load(model_dir / GENOTYPE_FILE), load_geometry(model_dir)
+        verify_checksums(model_dir, info)
+        genotype, geometry = Genotype.load(model_dir / GENOTYPE_FILE), Geometry(**info["geometry"])
         network = load_weights(network, model_dir, info).to(dev).eval()
     ds = load_checked_dataset(dataset_dir, deep=False)
     check_compatible(genotype, ds, model_dir / GENOTYPE_FILE)
-    inferer = inferer if inferer is not None else default_inferer(geometry)
+    if inferer is None:
+        inferer = default_inferer(geometry.spatial_dims, geometry.spatial_size, geometry.slice_axis,
+                                  geometry.patch_size)
     postprocessing = postprocessing if postprocessing is not None else Compose([AsDiscrete(argmax=True)])
     saver = saver if saver is not None else PredictionWriter(output_dir)
     written = []

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import Inferer
+from monai.inferers import Inferer, SlidingWindowInferer
 
 
 class SliceResizeInferer(Inferer):
@@ -43,3 +43,13 @@ class SliceResizeInferer(Inferer):
         size = tuple(x.shape[-2:])
         y = network(F.interpolate(x, size=self.spatial_size, mode="bilinear", align_corners=False))
         return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+def default_inferer(spatial_dims: int, spatial_size: Sequence[int], slice_axis: int, patch_size: Sequence[int],
+                    validation: bool = False) -> Inferer | None:
+    """The inferer of a network's geometry: for 3D networks MONAI's ``SlidingWindowInferer`` over whole volumes
+    (windows of ``patch_size``, 2 at a time, overlap 0.25); for 2D networks the network itself on validation
+    samples already resized (None) or :class:`SliceResizeInferer` on whole images and volumes."""
+    if spatial_dims == 3:
+        return SlidingWindowInferer(roi_size=list(patch_size), sw_batch_size=2, overlap=0.25)
+    return None if validation else SliceResizeInferer(spatial_size, slice_axis)

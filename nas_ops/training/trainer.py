@@ -17,12 +17,12 @@ defaults here follow the papers (Adam 1e-3, polynomial decay 0.9, Dice + cross e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from monai.inferers import Inferer, SlidingWindowInferer
+from monai.inferers import Inferer
 from monai.losses import DiceCELoss
 from torch import nn
 
@@ -54,19 +54,12 @@ from nas_ops.resources import DEFAULT_MAX_PARAMS, check_memory, check_parameters
 from nas_ops.search_state import SearchState
 from nas_ops.training.artifacts import Geometry, save_model
 from nas_ops.training.devices import resolve_device
+from nas_ops.training.inferers import default_inferer
 from nas_ops.training.metrics import score_network
 
 log = logging.getLogger(__name__)
 
 STATE_FILE, LOG_FILE, MODEL_DIR = "train_state.pt", "train_log.json", "models"
-
-
-def default_inferer(spatial_dims: int, patch_size: Sequence[int]) -> Inferer | None:
-    """Validation inference: the network on each (resized) 2D sample; sliding windows of ``patch_size`` over
-    whole 3D volumes (MONAI's ``SlidingWindowInferer``, 2 windows per batch, overlap 0.25)."""
-    if spatial_dims == 2:
-        return None
-    return SlidingWindowInferer(roi_size=list(patch_size), sw_batch_size=2, overlap=0.25)
 
 
 @entry
@@ -102,7 +95,7 @@ def train(
 
     ``optimizer`` must hold the network's parameters (default Adam, lr 1e-3); ``lr_scheduler`` is stepped once
     per epoch (default polynomial decay over ``epochs``, power 0.9); validation Dice every ``val_interval`` epochs.
-    Before anything is built: at most ``max_params`` parameters, and the estimated memory of a training step at
+    Before any data is loaded: at most ``max_params`` parameters, and the estimated memory of a training step at
     ``batch_size`` within ``memory_limit_gb`` (default: 80 % of the device's; :mod:`nas_ops.resources`).
     A ``network`` built by the caller takes its initial weights from the global RNGs: seed them first with
     :func:`nas_ops.engine.seeds.seed_everything` (a bundle does so in ``initialize``). ``config_source``: the config
@@ -110,6 +103,8 @@ def train(
     """
     genotype = genotype if isinstance(genotype, Genotype) else Genotype.load(genotype)
     genotype_source = genotype.source
+    if fold >= n_folds:
+        raise InputError(config_source, "fold", f"must be < n_folds = {n_folds}, got {fold}")
     output_dir = check_output_dir(output_dir, source=config_source)
     dev = resolve_device(device, config_source)
     check_parameters(genotype, max_params)
@@ -127,7 +122,8 @@ def train(
     optimizer = optimizer if optimizer is not None else torch.optim.Adam(network.parameters(), lr=1e-3)
     if lr_scheduler is None:
         lr_scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
-    inferer = inferer if inferer is not None else default_inferer(genotype.spatial_dims, patch_size)
+    if inferer is None:
+        inferer = default_inferer(genotype.spatial_dims, spatial_size, slice_axis, patch_size, validation=True)
     data = prepare_fold(
         dataset_dir, genotype.spatial_dims, fold, n_folds, seed, spatial_size, slice_axis, patch_size,
         samples_per_volume, keep_empty_fraction, genotype=genotype, genotype_source=genotype_source,
