@@ -4,8 +4,8 @@ config's keys, the one error path, and the genotype a config trains.
 Every bundle config exposes ``bundle_root``, ``dataset_dir``, ``output_dir``, ``seed`` and ``num_threads`` (torch
 CPU threads), and where the workflow uses them ``device``, ``fold``/``n_folds`` and ``num_workers`` (data-loader
 workers); search configs hold a nested ``search`` block checked by the method, and those with independent jobs
-(MB-NAS) add ``backend`` (``local``, ``ray``, ``subprocess``), ``parallel_jobs`` and ``ray_address``. A ``configs/demo.json`` overlay sets a small CPU budget and the
-demo data. The output folders of one ``output_dir``: ``search/``, ``train/`` (with ``train/models/``),
+(MB-NAS) add ``backend`` (``local``, ``ray``, ``subprocess``), ``parallel_jobs`` and ``ray_address``. A
+``configs/demo.json`` overlay sets a small CPU budget and the demo data. The output folders of one ``output_dir``: ``search/``, ``train/`` (with ``train/models/``),
 ``predictions/`` and ``eval/``; no step writes into another's.
 
 Errors: when a bundle run (``python -m monai.bundle run``) or a CLI meets bad input, the user sees one line,
