@@ -5,8 +5,9 @@ Every bundle config exposes ``bundle_root``, ``dataset_dir``, ``output_dir``, ``
 CPU threads), and where the workflow uses them ``device``, ``fold``/``n_folds`` and ``num_workers`` (data-loader
 workers); search configs hold a nested ``search`` block checked by the method, and those with independent jobs
 (MB-NAS) add ``backend`` (``local``, ``ray``, ``subprocess``), ``parallel_jobs`` and ``ray_address``. A
-``configs/demo.json`` overlay sets a small CPU budget and the demo data. The output folders of one ``output_dir``: ``search/``, ``train/`` (with ``train/models/``),
-``predictions/`` and ``eval/``; no step writes into another's.
+``configs/demo.json`` overlay sets a small CPU budget and the demo data. The output folders of one
+``output_dir``: ``search/``, ``train/`` (with ``train/models/``), ``predictions/`` and ``eval/``; no step writes
+into another's.
 
 Errors: when a bundle run (``python -m monai.bundle run``) or a CLI meets bad input, the user sees one line,
 ``error: <file>: field '<field>': <problem>``, and exit status 1; ``MEDSEG_NAS_DEBUG=1`` shows the traceback.
