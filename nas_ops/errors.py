@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 
 class InputError(ValueError):
@@ -24,3 +26,19 @@ class GenotypeError(InputError):
 
 class DatasetError(InputError):
     """A dataset (MSD layout) that fails validation."""
+
+
+def read_json(path: str | Path, error: type[InputError] = InputError, field: str = "<root>",
+              what: str = "this file", missing: str = "no such file") -> Any:
+    """A user's JSON file parsed; a missing file, bad bytes, bad JSON or absurd nesting raise ``error`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(path, "<file>", missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise error(path, field, f"not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise error(path, field, f"not UTF-8 text (byte {err.start}): {what} is a JSON file") from None
+    except RecursionError:
+        raise error(path, field, f"nested too deeply to be {what}") from None

@@ -8,13 +8,12 @@ No pickle and no eval: a genotype is plain JSON data.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nas_ops.atomic import write_json_atomic
-from nas_ops.errors import GenotypeError
+from nas_ops.errors import GenotypeError, read_json
 
 FORMAT = "medseg-nas-genotype"
 VERSION = 1
@@ -157,18 +156,7 @@ class Genotype:
     def load(cls, path: str | Path) -> Genotype:
         """Read and validate a genotype file."""
         path = Path(path)
-        if not path.is_file():
-            raise GenotypeError(path, "<file>", "no such file")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise GenotypeError(path, "<root>", f"not valid JSON ({err.msg} at line {err.lineno})") from None
-        except UnicodeDecodeError as err:
-            problem = f"not UTF-8 text (byte {err.start}): a genotype is a JSON file"
-            raise GenotypeError(path, "<root>", problem) from None
-        except RecursionError:
-            raise GenotypeError(path, "<root>", "nested too deeply to be a genotype") from None
-        return cls.from_dict(doc, source=path)
+        return cls.from_dict(read_json(path, GenotypeError, what="a genotype"), source=path)
 
     def save(self, path: str | Path) -> Path:
         """Write the document atomically (temporary file, then rename)."""

@@ -7,7 +7,6 @@ read when called.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from torch import nn
 
 from nas_ops.cost_model import count_macs, count_params
 from nas_ops.errors import InputError
+from nas_ops.errors import read_json as read_user_json
 
 
 def env_dir(var: str) -> Path:
@@ -48,12 +48,7 @@ def dataset_id(name: str) -> int:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     """Parse a JSON file; a missing file is an :class:`InputError` telling which nnU-Net step writes it."""
-    if not path.is_file():
-        raise InputError(path, "<file>", f"not found ({what})")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(path, "<root>", f"not valid JSON ({err.msg} at line {err.lineno})") from None
+    return read_user_json(path, missing=f"not found ({what})")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
-from nas_ops.errors import DatasetError
+from nas_ops.errors import DatasetError, read_json
 
 DATASET_JSON = "dataset.json"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -127,16 +127,7 @@ def load_msd_dataset(dataset_dir: str | Path) -> MSDDataset:
     """Parse ``<dataset_dir>/dataset.json`` and check its structure (keys, types, labels); files are not opened."""
     root = Path(dataset_dir).resolve()
     path = root / DATASET_JSON
-    if not path.is_file():
-        raise DatasetError(path, "<file>", "dataset.json not found")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DatasetError(path, "<file>", f"not valid JSON ({err})") from None
-    except UnicodeDecodeError as err:
-        raise DatasetError(path, "<file>", f"not UTF-8 text (byte {err.start}): dataset.json is a JSON file") from None
-    except RecursionError:
-        raise DatasetError(path, "<file>", "nested too deeply to be a dataset.json") from None
+    doc = read_json(path, DatasetError, field="<file>", what="dataset.json", missing="dataset.json not found")
     if not isinstance(doc, dict):
         raise DatasetError(path, "<root>", f"expected a JSON object, got {type(doc).__name__}")
     name = doc.get("name", root.name)
