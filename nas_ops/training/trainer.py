@@ -41,7 +41,8 @@ from nas_ops.config import (
     check_value,
 )
 from nas_ops.cost_model import measure_cost
-from nas_ops.data.setup import FoldData, make_loaders, prepare_fold
+from nas_ops.data.loaders import train_transform_2d, train_transform_3d, val_transform_2d, val_transform_3d
+from nas_ops.data.setup import FoldData, dataset_identity, make_loaders, prepare_fold
 from nas_ops.engine.identity import component_identity
 from nas_ops.engine.loop import EpochBatches, RunCheckpoint, RunEngine
 from nas_ops.engine.seeds import seed_everything
@@ -124,6 +125,27 @@ def train(
         lr_scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
     if inferer is None:
         inferer = default_inferer(genotype.spatial_dims, spatial_size, slice_axis, patch_size, validation=True)
+    if train_transform is None:
+        train_transform = (train_transform_2d(spatial_size) if genotype.spatial_dims == 2
+                           else train_transform_3d(patch_size, samples_per_volume))
+    if val_transform is None:
+        val_transform = val_transform_2d(spatial_size) if genotype.spatial_dims == 2 else val_transform_3d()
+    identity = {
+        "genotype": {k: v for k, v in genotype.to_dict().items() if k != "provenance"},
+        "dataset": dataset_identity(dataset_dir),  # without reading the images: a finished run is only reported
+        "fold": fold, "n_folds": n_folds, "seed": seed, "epochs": epochs, "batch_size": batch_size,
+        "val_interval": val_interval, "geometry": {"spatial_size": list(spatial_size), "slice_axis": slice_axis,
+                                                   "patch_size": list(patch_size)},
+        "samples_per_volume": samples_per_volume, "keep_empty_fraction": keep_empty_fraction,
+        "loss": component_identity(loss), "optimizer": component_identity(optimizer),
+        "lr_scheduler": component_identity(lr_scheduler), "inferer": component_identity(inferer),
+        "train_transform": component_identity(train_transform), "val_transform": component_identity(val_transform),
+    }
+    state = SearchState(output_dir, STATE_FILE, LOG_FILE, identity=identity, what="training")
+    done = state.inspect()
+    if done.finished:
+        log.info("training in %s already finished: %s", output_dir, _brief(done.result))
+        return done.result
     data = prepare_fold(
         dataset_dir, genotype.spatial_dims, fold, n_folds, seed, spatial_size, slice_axis, patch_size,
         samples_per_volume, keep_empty_fraction, genotype=genotype, genotype_source=genotype_source,
@@ -131,23 +153,6 @@ def train(
     )
     geometry = Geometry(genotype.spatial_dims, list(spatial_size), slice_axis, list(patch_size),
                         data.dataset.channel_names, [data.dataset.labels[c] for c in sorted(data.dataset.labels)])
-    identity = {
-        "genotype": {k: v for k, v in genotype.to_dict().items() if k != "provenance"},
-        "dataset": {"name": data.dataset.name, "fingerprint": data.fingerprint},
-        "fold": fold, "n_folds": n_folds, "seed": seed, "epochs": epochs, "batch_size": batch_size,
-        "val_interval": val_interval, "geometry": {"spatial_size": geometry.spatial_size, "slice_axis": slice_axis,
-                                                   "patch_size": geometry.patch_size},
-        "samples_per_volume": samples_per_volume, "keep_empty_fraction": keep_empty_fraction,
-        "loss": component_identity(loss), "optimizer": component_identity(optimizer),
-        "lr_scheduler": component_identity(lr_scheduler), "inferer": component_identity(inferer),
-        "train_transform": component_identity(data.train.transform),
-        "val_transform": component_identity(data.val.transform),
-    }
-    state = SearchState(output_dir, STATE_FILE, LOG_FILE, identity=identity, what="training")
-    done = state.inspect()
-    if done.finished:
-        log.info("training in %s already finished: %s", output_dir, _brief(done.result))
-        return done.result
 
     network.to(dev)
     val_batch = 1 if genotype.spatial_dims == 3 else None  # whole volumes one at a time
