@@ -218,6 +218,7 @@ def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | No
     :data:`nas_ops.config.CONVENTIONS`) before any component is built, set torch's threads and seed every RNG (so
     the network built from ``network_def`` starts from the run's seed)."""
     from nas_ops.config import CONVENTIONS, check_value
+    from nas_ops.data.setup import allow_outside_dataset_dir
     from nas_ops.engine.seeds import seed_everything
 
     check_config(root, workflow)
@@ -228,6 +229,8 @@ def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | No
             if key in CONVENTIONS:
                 check_value(key, parser.get_parsed_content(key), CONVENTIONS[key], source)
     check_value("seed", seed, CONVENTIONS["seed"], source)
+    allow_outside_dataset_dir(bool(parser is not None and "allow_outside_dataset_dir" in parser.get()
+                                   and parser.get_parsed_content("allow_outside_dataset_dir")))
     prepare_process(parser.get_parsed_content("device") if parser is not None and "device" in parser.get()
                     else "cpu", num_threads, source)
     seed_everything(seed)

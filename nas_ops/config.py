@@ -65,7 +65,7 @@ CONVENTIONS: dict[str, Any] = {
     "slice_axis": SliceAxis, "patch_size": Size3D, "samples_per_volume": PositiveInt, "keep_empty_fraction": Fraction,
     "fit_channels": bool, "plots": bool, "cases": Cases, "tolerance_mm": PositiveFloat, "backend": Backend,
     "parallel_jobs": PositiveInt, "ray_address": str | None, "max_params": PositiveInt,
-    "memory_limit_gb": PositiveFloat | None,
+    "memory_limit_gb": PositiveFloat | None, "allow_outside_dataset_dir": bool,
 }
 
 

@@ -9,9 +9,10 @@ refused with a message instead of taking the machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 from nas_ops.cost_model import MemoryEstimate, count_params, estimate_training_memory
 from nas_ops.errors import GenotypeError, InputError
@@ -43,25 +44,35 @@ def check_parameters(genotype: Genotype, max_params: int = DEFAULT_MAX_PARAMS) -
 
 def check_memory(genotype: Genotype, input_size: Sequence[int], batch_size: int, device: torch.device,
                  memory_limit_gb: float | None = None, size_key: str = "spatial_size",
-                 source: str | None = None) -> MemoryEstimate:
-    """Refuse a training whose estimated memory exceeds ``memory_limit_gb`` (default: 80 % of the device's),
-    naming the keys to lower and the largest batch that fits."""
+                 source: str | None = None, batch_key: str = "batch_size") -> MemoryEstimate:
+    """Refuse a training of ``genotype`` whose estimated memory exceeds ``memory_limit_gb`` (default: 80 % of the
+    device's), naming the keys to lower and the largest batch that fits."""
+    return check_network_memory(lambda: build_network(genotype), (genotype.in_channels, *input_size), batch_size,
+                                device, memory_limit_gb, size_key, source, batch_key=batch_key)
+
+
+def check_network_memory(build: Callable[[], nn.Module], input_shape: Sequence[int], batch_size: int,
+                         device: torch.device, memory_limit_gb: float | None = None, size_key: str = "spatial_size",
+                         source: str | None = None, what: str = "training",
+                         batch_key: str = "batch_size") -> MemoryEstimate:
+    """Refuse a training step of ``build()`` (a network or a search's supernet) at ``(batch_size, *input_shape)``
+    whose estimated memory exceeds ``memory_limit_gb`` (default: 80 % of the device's)."""
+    input_size = list(input_shape[1:])
     try:
-        estimate = estimate_training_memory(lambda: build_network(genotype), (genotype.in_channels, *input_size),
-                                            batch_size)
+        estimate = estimate_training_memory(build, input_shape, batch_size)
     except (RuntimeError, ValueError) as err:  # the first training step would fail the same way
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(source, size_key, f"the network cannot run a training step at batch {batch_size} and "
-                         f"{size_key} {list(input_size)} ({type(err).__name__}: {first}): use a larger {size_key} "
+        raise InputError(source, size_key, f"the network cannot run one step of {what} at batch {batch_size} and "
+                         f"{size_key} {input_size} ({type(err).__name__}: {first}): use a larger {size_key} "
                          "or batch, or a network that downsamples less") from None
     limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else MEMORY_MARGIN * device_memory_bytes(device)
     if estimate.total_bytes > limit:
         per_sample = estimate.activation_bytes / batch_size
         fits = int((limit - estimate.parameter_bytes) // per_sample) if limit > estimate.parameter_bytes else 0
         hint = f"at most batch_size {fits} fits" if fits >= 1 else "the weights alone do not fit: use a smaller network"
-        raise InputError(source, "batch_size", f"training needs about {estimate.total_bytes / 2**30:.1f} GiB at "
-                         f"batch {batch_size} and {size_key} {list(input_size)} (weights, gradients and Adam "
+        raise InputError(source, batch_key, f"{what} needs about {estimate.total_bytes / 2**30:.1f} GiB at "
+                         f"batch {batch_size} and {size_key} {input_size} (weights, gradients and Adam "
                          f"{estimate.parameter_bytes / 2**30:.1f} GiB, activations "
                          f"{estimate.activation_bytes / 2**30:.1f} GiB), more than the limit of {limit / 2**30:.1f} "
-                         f"GiB: lower batch_size ({hint}) or {size_key}, or set memory_limit_gb")
+                         f"GiB: lower {batch_key} ({hint}) or {size_key}, or set memory_limit_gb")
     return estimate

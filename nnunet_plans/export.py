@@ -23,6 +23,8 @@ from nas_ops.errors import GenotypeError, InputError
 from nas_ops.genotype import Genotype
 from nas_ops.protocol import check_protocol
 from nas_ops.registry import build_network
+from nas_ops.resources import check_network_memory
+from nas_ops.training.devices import resolve_device
 from nnunet_plans.network import SearchedNetwork
 from nnunet_plans.plans import PlannedDataset, dataset_id, load_planned, network_cost
 from nnunet_plans.trainers import TRAINERS, ext_trainer_dir
@@ -112,12 +114,15 @@ def export_plans(
     trainer: str = "nnUNetTrainer",
     device: str | None = None,
     folds: tuple[int, ...] = (0, 1, 2, 3, 4),
+    memory_limit_gb: float | None = None,
 ) -> Export:
     """Write ``<source_plans>_<name>.json`` for a genotype file and return the plans path and train commands.
 
     ``name`` defaults to the genotype's name; ``patch_size`` (default: nnU-Net's) is rounded to the network's total
     stride (``rounding``: nearest, up or down); ``adapt_io`` rebuilds a genotype with the dataset's channel and class
-    counts instead of refusing it; ``trainer`` and ``device`` only shape the printed commands.
+    counts instead of refusing it; ``trainer`` and ``device`` only shape the printed commands. A training step at
+    the patch and the plans' batch size that would need more than ``memory_limit_gb`` (default: 80 % of this
+    machine's GPU, or of its memory without one) is refused before anything is written.
     """
     source = Path(genotype)
     geno = Genotype.load(source)
@@ -149,6 +154,9 @@ def export_plans(
     arch_kwargs = {"genotype": geno.to_dict(), "strides": strides, "genotype_source": str(source)}
     net = SearchedNetwork(planned.input_channels, planned.num_outputs, deep_supervision=False, **arch_kwargs)
     cost = network_cost(net, planned.input_channels, patch, net.divisor)
+    check_network_memory(lambda: build_network(geno), (planned.input_channels, *patch),
+                         int(config["batch_size"]), resolve_device("auto"), memory_limit_gb, "patch_size",
+                         str(source), what=f"nnU-Net's {configuration} training")
 
     plans_name = f"{source_plans}_{name}"
     config.pop("inherits_from", None)

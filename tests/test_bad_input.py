@@ -190,6 +190,25 @@ def test_bad_datasets_are_refused_naming_file_and_field(user, world, tmp_path):
         assert line.startswith(f"error: {copies[name] / 'dataset.json'}: {words}"), (name, line)
 
 
+def test_case_paths_that_leave_the_dataset_folder_are_refused_unless_allowed(user, world, tmp_path):
+    refused, out = user
+    doc = json.loads((world["data"] / "dataset.json").read_text())
+    outside = shutil.copytree(world["data"], tmp_path / "elsewhere")  # the same cases, outside the dataset folder
+    for name, path in (("dotdot", "../elsewhere/imagesTr/nuclei_001.png"),
+                       ("absolute", str(outside / "imagesTr" / "nuclei_001.png"))):
+        copy = shutil.copytree(world["data"], tmp_path / name)
+        training = [dict(e) for e in doc["training"]]
+        training[1]["image"] = path
+        (copy / "dataset.json").write_text(json.dumps({**doc, "training": training}))
+        line = refused(run_bundle, TRAIN, dataset_dir=str(copy), output_dir=str(out), **SMALL)
+        assert line == (f"error: {copy / 'dataset.json'}: field 'training[1].image': path {path!r} leaves the dataset "
+                        f"folder {copy}: move the case inside it, or set allow_outside_dataset_dir true"), name
+    # the key allows it explicitly: the same dataset then trains
+    run_bundle(TRAIN, dataset_dir=str(tmp_path / "dotdot"), output_dir=str(out), allow_outside_dataset_dir=True,
+               **SMALL)
+    assert (out / "train" / "models" / "model.pt").is_file()
+    shutil.rmtree(out)
+
 # -- the finished run: identity, checksums, a file in the way --------------------------------------------------
 
 
@@ -228,7 +247,7 @@ def test_a_corrupted_or_truncated_file_of_a_run_is_refused_naming_it(user, world
     inference = "bundles/bixnas/configs/inference.json"
     line = refused(run_bundle, inference, dataset_dir=str(world["data"]), output_dir=str(copy), device="cpu",
                    n_folds=4)
-    assert line.startswith(f"error: {model}: field 'sha256.model.pt': the file changed since training")
+    assert line.startswith(f"error: {model}: field 'sha256.model.pt': the file changed since it was written")
     assert not (copy / "predictions").exists()
     empty = tmp_path / "empty"
     line = refused(run_bundle, inference, dataset_dir=str(world["data"]), output_dir=str(empty), device="cpu")
@@ -294,6 +313,11 @@ def test_search_blocks_and_run_keys_are_checked(user, world, tmp_path):
                           "'n_folds'?): inference.json and train.json read it, not search.json"),
         (mb, {"search": 5}, "error: bundles/mbnas/configs/search.json: field 'search': must be an object of "
                             "settings, got 5"),
+        (bix, {"memory_limit_gb": 0.01}, "error: bundles/bixnas/configs/search.json: field 'search#batch_size': "
+                                         "the supernet's training needs about "),
+        (mb, {"memory_limit_gb": 0.001}, "error: bundles/mbnas/configs/search.json: field 'search#batch_size': "
+                                         "training needs about "),
+        (mb, {"memory_limit_gb": -1}, "error: bundles/mbnas/configs/search.json: field 'memory_limit_gb': must be "),
         (bix, {"searcher#phase1_epochs": 3}, "error: bundles/bixnas/configs/search.json: field 'phase1_epochs': "
                                              "unknown argument of the search: its settings go in the search block"),
     ]

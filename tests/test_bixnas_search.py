@@ -213,6 +213,19 @@ def test_phases_run_alone_give_the_search_result(reference, tiny_dataset, tmp_pa
         assert (out / name).read_bytes() == (ref_out / name).read_bytes()
 
 
+def test_phase2_refuses_a_phase1_supernet_whose_bytes_changed(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    search(tiny_dataset, out, **{**TINY, "phase": "phase1", "plots": False})
+    weights = out / "phase1_supernet.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit inside a tensor: still a loadable file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"phase1_supernet.pt: field 'supernet_sha256': the file changed since it "
+                                         r"was written .*rerun Phase 1 in a new output_dir, or use phase2_init 'fresh'"):
+        search(tiny_dataset, out, **{**TINY, "phase": "phase2", "plots": False})
+    assert not (out / "genotype.json").exists()
+
+
 def test_finished_search_runs_nothing_and_reports_the_same_result(reference, tiny_dataset):
     out, result = reference
     before = _listing(out)

@@ -365,6 +365,9 @@ def test_real_search_through_the_workflow_writes_every_output(tmp_path, monkeypa
     a = train_and_score(g.to_dict(), 0, 0, budget)
     b = train_and_score(g.to_dict(), 0, 0, budget)
     assert a["score"] == b["score"] and a["loss"] == b["loss"] and len(a["val_dice"]) == 1
+    # a candidate whose training step would not fit in memory_limit_gb is not trained: it scores 0
+    tight = train_and_score(g.to_dict(), 0, 0, {**budget, "memory_limit_gb": 1e-4})
+    assert tight["score"] == 0.0 and tight["loss"] == [] and "training needs about" in tight["skipped"]
     # resuming a finished search returns its result and rewrites nothing; changing what it searches is refused
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert search(data, out, **kw)["best_key"] == summary["best_key"]

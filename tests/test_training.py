@@ -118,7 +118,7 @@ def test_a_changed_weights_file_is_refused_naming_it(tmp_path, mri):
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
-    with pytest.raises(InputError, match=r"model.pt: field 'sha256.model.pt': the file changed since training"):
+    with pytest.raises(InputError, match=r"model.pt: field 'sha256.model.pt': the file changed since it was written"):
         predict(run / "models", mri, run / "predictions", device="cpu")
     assert not (run / "predictions").exists()
 

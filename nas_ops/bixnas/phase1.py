@@ -30,6 +30,7 @@ from nas_ops.bixnas.supernet import BiXSupernet
 from nas_ops.engine.loop import RunCheckpoint, RunEngine
 from nas_ops.engine.steps import SupervisedStep
 from nas_ops.search_state import SearchState
+from nas_ops.training.artifacts import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,14 @@ def _finish(
                  "entropy_init": entropy_init, "entropy_history": [row["mean_entropy"] for row in history]}
     write_json_atomic(run.output_dir / SELECTION_FILE, selection)
     save_state_dict(model, run.output_dir / WEIGHTS_FILE)
+    supernet_sha256 = sha256_file(run.output_dir / WEIGHTS_FILE)  # Phase 2 verifies it before starting from it
     if run.plots:
         plots.plot_selection(selection, run.output_dir / "plots" / "phase1_selection.png")
         plots.plot_phase1_history(history, run.output_dir / "plots" / "phase1_history.png", entropy_init)
     last = history[-1]["mean_entropy"]
     result = {"config": identity, "candidate_sets": [[list(ins) for ins in stage] for stage in sets],
-              "scores": scores, "entropy_init": entropy_init, "entropy_final": last, "history": history}
+              "scores": scores, "entropy_init": entropy_init, "entropy_final": last, "history": history,
+              "supernet_sha256": supernet_sha256}
     state.finish(result)
     log.info("Phase 1 done: mean selection entropy %.4f -> %.4f; candidate sets (%s MACs at %s):\n%s",
              entropy_init, last, f"{macs:,}", "x".join(map(str, run.input_shape)), describe(sets))

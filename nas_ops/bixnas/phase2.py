@@ -59,6 +59,7 @@ from nas_ops.engine.seeds import seed_everything, stage_epoch_key, stream_genera
 from nas_ops.errors import InputError
 from nas_ops.pareto import select_from_front
 from nas_ops.search_state import SearchState
+from nas_ops.training.artifacts import verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ def _stage_optimiser(model: BiXSupernet, run: SearchRun) -> tuple[torch.optim.Op
     return opt, sched
 
 
-def _init_weights(model: BiXSupernet, run: SearchRun, first_stage: bool) -> None:
+def _init_weights(model: BiXSupernet, run: SearchRun, first_stage: bool, supernet_sha256: str | None) -> None:
     """Stage start, by ``phase2_init``: fresh weights (from torch's global RNG, which is checkpointed), the
     Phase-1 supernet's, or (``"continue"``) the previous stage's as they are (Phase 1's for the first stage)."""
     init = run.config.phase2_init
@@ -267,6 +268,9 @@ def _init_weights(model: BiXSupernet, run: SearchRun, first_stage: bool) -> None
         if not path.is_file():
             raise InputError(path, "phase2_init", f"{init!r} starts Phase 2 from Phase 1's supernet, which is not "
                              "in this output_dir: run Phase 1 here first, or use phase2_init 'fresh'")
+        if supernet_sha256 is not None:
+            verify_sha256(path, supernet_sha256, "supernet_sha256", "rerun Phase 1 in a new output_dir, or use "
+                          "phase2_init 'fresh'")
         state = torch.load(path, map_location=run.device, weights_only=True)
     else:
         state = run.new_supernet().state_dict()
@@ -320,7 +324,7 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any], state: SearchState
             pos["networks"] = [_as_lists(net) for net in combine(population, stage, samples)]
             pos["best"] = [{"val_iou": -1.0, "val_dice": 0.0, "epoch": 0} for _ in pos["networks"]]
             pos["epoch"] = 0
-            _init_weights(model, run, first_stage=k == 0)
+            _init_weights(model, run, first_stage=k == 0, supernet_sha256=phase1_result.get("supernet_sha256"))
             opt, sched = _stage_optimiser(model, run)
             objects.update(optimiser=opt, scheduler=sched)
             log.info("Phase 2 stage %s (%d of %d): %d samples x %d retained = %d distinct architectures, %d epochs",

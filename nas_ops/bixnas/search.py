@@ -24,10 +24,12 @@ from nas_ops.bixnas.phase2 import GENOTYPE_FILE, run_phase2
 from nas_ops.bixnas.phase2 import RESULT_FILE as PHASE2_RESULT
 from nas_ops.bixnas.phase2 import STATE_FILE as PHASE2_STATE
 from nas_ops.bundle import entry, prepare_process
-from nas_ops.config import NFolds, NonNegativeInt, PositiveInt, check_output_dir
+from nas_ops.bixnas.supernet import BiXSupernet
+from nas_ops.config import NFolds, NonNegativeInt, PositiveFloat, PositiveInt, check_output_dir
 from nas_ops.data.setup import dataset_identity, prepare_fold
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.errors import InputError
+from nas_ops.resources import check_network_memory
 from nas_ops.search_state import SearchState
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ def search(
     num_workers: NonNegativeInt = 0,
     num_threads: PositiveInt | None = None,
     plots: bool = True,
+    memory_limit_gb: PositiveFloat | None = None,
     config_source: str = CONFIG_SOURCE,
     **more: Any,
 ) -> dict[str, Any]:
@@ -55,6 +58,8 @@ def search(
     ``config``: the ``search`` block (:class:`nas_ops.bixnas.context.SearchConfig`: ``phase1_epochs``,
     ``phase2_samples``, ...); its keys may also come as keyword arguments. Phase 2 alone needs a finished Phase 1
     in ``output_dir``. ``num_threads``: torch's CPU threads (None: torch's default; 1 on a shared small machine).
+    A supernet whose training step would not fit in ``memory_limit_gb`` (default: 80 % of the device's) is refused
+    before anything is written (Phase 2 keeps one tail's graph at a time, so it needs what Phase 1 needs).
     """
     source = config_source
     if fold >= n_folds:
@@ -77,6 +82,10 @@ def search(
                         keep_empty_fraction=cfg.keep_empty_fraction)
     run = SearchRun(cfg, data, output_dir, seed, fold, n_folds, dev, dataset_dir, num_workers=num_workers,
                     plots=plots)
+    check_network_memory(lambda: BiXSupernet(2, run.in_channels, run.out_channels, cfg.iterations, cfg.width,
+                                             cfg.stem_width), (run.in_channels, *cfg.spatial_size), cfg.batch_size,
+                         dev, memory_limit_gb, "search#spatial_size", source, what="the supernet's training",
+                         batch_key="search#batch_size")
     seed_everything(seed)
     log.info("BiX-NAS search (%s) on %s fold %d/%d: %d training and %d validation images at %s, %d classes; "
              "output in %s", phase, data.dataset.name, fold, n_folds, len(data.train), len(data.val),

@@ -6,6 +6,7 @@ Every problem is a :class:`~nas_ops.errors.DatasetError` naming the file and the
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class MSDDataset:
     channel_names: list[str]
     items: list[dict[str, str]] = field(default_factory=list)
     fingerprint: str | None = None  # set once validated (nas_ops.data.setup.load_checked_dataset)
+    outside: list[tuple[str, str]] = field(default_factory=list)  # (field, path as listed) escaping ``root``
 
     @property
     def json_path(self) -> Path:
@@ -136,7 +138,22 @@ def load_msd_dataset(dataset_dir: str | Path) -> MSDDataset:
     labels = _parse_labels(path, doc)
     channel_names = _parse_channels(path, doc)
     items = _parse_training(path, root, doc)
-    return MSDDataset(root=root, name=name, labels=labels, channel_names=channel_names, items=items)
+    return MSDDataset(root=root, name=name, labels=labels, channel_names=channel_names, items=items,
+                      outside=_outside_entries(root, doc["training"]))
+
+
+def _outside_entries(root: Path, training: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(field, path)`` of every case path that leaves ``root`` as written (absolute elsewhere, or through ``..``).
+
+    Judged on the path's text, not by following symlinks: a dataset folder whose files are links stays inside.
+    """
+    out = []
+    for i, entry in enumerate(training):
+        for key in ("image", "label"):
+            listed = os.path.normpath(os.path.join(root, entry[key]))
+            if os.path.commonpath([listed, str(root)]) != str(root):
+                out.append((f"training[{i}].{key}", entry[key]))
+    return out
 
 
 def validate_dataset(ds: MSDDataset, deep: bool = True) -> None:

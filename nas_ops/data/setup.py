@@ -56,6 +56,22 @@ def check_compatible(genotype: Genotype, ds: MSDDataset, genotype_source: str | 
 
 
 _VALIDATED: set[tuple[str, bool]] = set()  # (fingerprint, deep) validated in this process
+_ALLOW_OUTSIDE = [False]  # the run's ``allow_outside_dataset_dir`` (set by nas_ops.bundle.initialize)
+
+
+def allow_outside_dataset_dir(allow: bool) -> None:
+    """Whether this process accepts case paths in ``dataset.json`` that leave the dataset's folder (the config key
+    ``allow_outside_dataset_dir``, false by default: a path such as ``../../etc/x`` or ``/data/other/x`` is then a
+    mistake or an attack rather than a case)."""
+    _ALLOW_OUTSIDE[0] = bool(allow)
+
+
+def check_inside(ds: MSDDataset) -> None:
+    """Refuse the first case path that leaves the dataset's folder, unless the run allows it."""
+    if ds.outside and not _ALLOW_OUTSIDE[0]:
+        field_name, listed = ds.outside[0]
+        raise DatasetError(ds.json_path, field_name, f"path {listed!r} leaves the dataset folder {ds.root}: move the "
+                           "case inside it, or set allow_outside_dataset_dir true")
 
 
 def load_checked_dataset(dataset_dir: str | Path, deep: bool = True, trusted: str | None = None) -> MSDDataset:
@@ -68,6 +84,8 @@ def load_checked_dataset(dataset_dir: str | Path, deep: bool = True, trusted: st
         raise DatasetError(dataset_dir, "dataset_dir", "no such folder")
     ds = load_msd_dataset(dataset_dir)
     ds.fingerprint = dataset_fingerprint(ds)
+    if ds.fingerprint != trusted:  # a trusted dataset was checked, under the run's setting, by the parent process
+        check_inside(ds)
     done = {(ds.fingerprint, True), (ds.fingerprint, deep)} & _VALIDATED
     if not done and ds.fingerprint != trusted:
         validate_dataset(ds, deep=deep)
@@ -81,6 +99,7 @@ def dataset_identity(dataset_dir: str | Path) -> dict[str, str]:
     if not Path(dataset_dir).is_dir():
         raise DatasetError(dataset_dir, "dataset_dir", "no such folder")
     ds = load_msd_dataset(dataset_dir)
+    check_inside(ds)
     return {"name": ds.name, "fingerprint": dataset_fingerprint(ds)}
 
 

@@ -11,6 +11,7 @@ scaling, shifting, rotation, flips and brightness augmentation (:func:`nas_ops.d
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -24,13 +25,16 @@ from nas_ops.data.setup import FoldData, dataset_identity, make_loaders, prepare
 from nas_ops.engine.loop import EpochBatches, RunEngine
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.engine.steps import SupervisedStep
-from nas_ops.errors import DatasetError
+from nas_ops.errors import DatasetError, InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
+from nas_ops.resources import check_memory
 from nas_ops.training.devices import resolve_device
 from nas_ops.training.losses import make_loss
 from nas_ops.training.metrics import score_network
 
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingBudget:
@@ -51,6 +55,7 @@ class TrainingBudget:
     augment: bool = True
     device: str = "auto"
     dataset_fingerprint: str | None = None  # validated by the search: its trainings skip validation
+    memory_limit_gb: float | None = None  # a network whose training step needs more scores 0 (nas_ops.resources)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TrainingBudget:
@@ -97,8 +102,14 @@ def train_and_score(genotype: dict, fold: int, seed: int, budget: dict) -> dict:
     if b.dataset_fingerprint is not None and dataset_identity(b.dataset_dir)["fingerprint"] != b.dataset_fingerprint:
         raise DatasetError(data.dataset.json_path, "fingerprint", "the dataset changed while the search ran: start "
                            "the search again in a new output_dir")
-    seed_everything(seed)
     device = resolve_device(b.device)
+    try:  # a network of the space too large for the device is skipped with score 0: it cannot be better
+        check_memory(g, b.spatial_size, b.batch_size, device, b.memory_limit_gb, "search#spatial_size",
+                     batch_key="search#batch_size")
+    except InputError as err:
+        log.warning("not training %s: %s", g.name or "candidate", err.problem)
+        return {"score": 0.0, "skipped": err.problem, "val_dice": [], "loss": [], "params": None, "seconds": 0.0}
+    seed_everything(seed)
     model = build_network(g).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=b.lr)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=b.epochs, power=b.lr_power)

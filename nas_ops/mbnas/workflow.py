@@ -40,6 +40,7 @@ from nas_ops.mbnas.evaluate import TrainingBudget
 from nas_ops.mbnas.local_search import LocalSearch
 from nas_ops.mbnas.plots import draw_genotype, plot_trajectory
 from nas_ops.mbnas.space import KERNEL_SIZES, Node, SearchSpace, make_genotype
+from nas_ops.resources import check_memory
 
 log = logging.getLogger(__name__)
 CONFIG_SOURCE = "search config"
@@ -107,6 +108,7 @@ def search(
     ray_address: str | None = None,
     num_threads: PositiveInt | None = None,
     plots: bool = True,
+    memory_limit_gb: PositiveFloat | None = None,
     config_source: str = CONFIG_SOURCE,
     **more: Any,
 ) -> dict[str, Any]:
@@ -114,7 +116,9 @@ def search(
 
     ``config``: the ``search`` block (:class:`MBNASConfig`); its keys may also come as keyword arguments. Every
     network is scored by ``evaluate_fn`` on each fold in ``folds`` (default: all ``n_folds``) with each training
-    seed in ``seeds``; ``seed`` drives the search (start, variable order) and the patient split.
+    seed in ``seeds``; ``seed`` drives the search (start, variable order) and the patient split. The U-Net start
+    must fit in ``memory_limit_gb`` (default: 80 % of the device's) at ``batch_size`` and ``spatial_size``, or the
+    search is refused; a candidate that does not fit is skipped with score 0.
     """
     tic = time.perf_counter()
     source = config_source
@@ -123,7 +127,7 @@ def search(
     for i, f in enumerate(folds):
         if not 0 <= f < n_folds:
             raise InputError(source, f"search#folds[{i}]", f"must lie in [0, {n_folds - 1}], got {f}")
-    prepare_process(device, num_threads, source)
+    dev = prepare_process(device, num_threads, source)
     output_dir = check_output_dir(output_dir, source=source)
     ds = load_checked_dataset(dataset_dir)
     identity = {"config": cfg.as_dict(), "seed": seed, "n_folds": n_folds,
@@ -134,10 +138,14 @@ def search(
         spatial_size=tuple(cfg.spatial_size), slice_axis=cfg.slice_axis, n_folds=n_folds, split_seed=seed,
         lr=cfg.lr, lr_power=cfg.lr_power, loss=cfg.loss, last_fraction=cfg.last_fraction,
         keep_empty_fraction=cfg.keep_empty_fraction, device=device, dataset_fingerprint=ds.fingerprint,
+        memory_limit_gb=memory_limit_gb,
     ).to_dict()
 
     def genotype_of(nodes) -> Genotype:
         return make_genotype(nodes, ds.in_channels, ds.num_classes, 2, cfg.base_channels, cfg.max_depth, cfg.norm)
+
+    check_memory(genotype_of(space.unet()), cfg.spatial_size, cfg.batch_size, dev, memory_limit_gb,
+                 "search#spatial_size", source, batch_key="search#batch_size")
 
     units = [(f, s) for f in folds for s in cfg.seeds]
     ls = LocalSearch(output_dir, space, genotype_of, units, cfg.variant, cfg.start, cfg.budget, seed,

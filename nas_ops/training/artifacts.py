@@ -98,10 +98,15 @@ def verify_checksums(model_dir: str | Path, info: dict[str, Any]) -> None:
         path = Path(model_dir) / name
         if not path.is_file():
             raise InputError(path, name, "missing from the trained model's folder")
-        got = sha256_file(path)
-        if got != want:
-            raise InputError(path, f"sha256.{name}", f"the file changed since training ({got[:19]}..., recorded "
-                             f"{want[:19]}...): it is corrupted or was replaced; train again or restore it")
+        verify_sha256(path, want, f"sha256.{name}", "train again or restore it")
+
+
+def verify_sha256(path: str | Path, want: str, field: str, remedy: str) -> None:
+    """Refuse a file whose bytes differ from the checksum ``want`` recorded when it was written."""
+    got = sha256_file(path)
+    if got != want:
+        raise InputError(path, field, f"the file changed since it was written ({got[:19]}..., recorded "
+                         f"{want[:19]}...): it is corrupted or was replaced; {remedy}")
 
 
 def load_geometry(model_dir: str | Path) -> Geometry:
