@@ -221,7 +221,8 @@ def test_phase2_refuses_a_phase1_supernet_whose_bytes_changed(tiny_dataset, tmp_
     data[len(data) // 2] ^= 0x01  # one flipped bit inside a tensor: still a loadable file
     weights.write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"phase1_supernet.pt: field 'supernet_sha256': the file changed since it "
-                                         r"was written .*rerun Phase 1 in a new output_dir, or use phase2_init 'fresh'"):
+                                         r"was written .*rerun Phase 1 in a new output_dir, or use phase2_init "
+                                         r"'fresh'"):
         search(tiny_dataset, out, **{**TINY, "phase": "phase2", "plots": False})
     assert not (out / "genotype.json").exists()
 

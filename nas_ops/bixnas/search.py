@@ -23,8 +23,8 @@ from nas_ops.bixnas.phase1 import run_phase1
 from nas_ops.bixnas.phase2 import GENOTYPE_FILE, run_phase2
 from nas_ops.bixnas.phase2 import RESULT_FILE as PHASE2_RESULT
 from nas_ops.bixnas.phase2 import STATE_FILE as PHASE2_STATE
-from nas_ops.bundle import entry, prepare_process
 from nas_ops.bixnas.supernet import BiXSupernet
+from nas_ops.bundle import entry, prepare_process
 from nas_ops.config import NFolds, NonNegativeInt, PositiveFloat, PositiveInt, check_output_dir
 from nas_ops.data.setup import dataset_identity, prepare_fold
 from nas_ops.engine.seeds import seed_everything

@@ -33,7 +33,6 @@ from nas_ops.training.devices import resolve_device
 from nas_ops.training.losses import make_loss
 from nas_ops.training.metrics import score_network
 
-
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
