@@ -14,28 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
-from nas_ops.atomic import atomic_write
 from nas_ops.bixnas.space import LEVELS, SEQUENTIAL, SkipSets, analyse, stage_kind, stage_name
+from nas_ops.figures import figure, save_png
 
 ENC_COLOUR, DEC_COLOUR, DEAD_COLOUR = "#4c72b0", "#dd8452", "#d0d0d0"
 
 
-def _figure(**kwargs: Any) -> Figure:
-    """A figure drawn by the Agg canvas (no pyplot, no global backend)."""
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG atomically."""
-    path = Path(path)
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
-    return path
+_figure, _save = figure, save_png
 
 
 def _candidate_labels() -> list[str]:
