@@ -69,7 +69,12 @@ def check_network_memory(build: Callable[[], nn.Module], input_shape: Sequence[i
     if estimate.total_bytes > limit:
         per_sample = estimate.activation_bytes / batch_size
         fits = int((limit - estimate.parameter_bytes) // per_sample) if limit > estimate.parameter_bytes else 0
-        hint = f"at most batch_size {fits} fits" if fits >= 1 else "the weights alone do not fit: use a smaller network"
+        if fits >= 1:
+            hint = f"at most {batch_key} {fits} fits"
+        elif limit > estimate.parameter_bytes:
+            hint = f"not even batch 1 fits at this {size_key}: lower {size_key}"
+        else:
+            hint = "the weights alone do not fit: use a smaller network"
         raise InputError(source, batch_key, f"{what} needs about {estimate.total_bytes / 2**30:.1f} GiB at "
                          f"batch {batch_size} and {size_key} {input_size} (weights, gradients and Adam "
                          f"{estimate.parameter_bytes / 2**30:.1f} GiB, activations "
