@@ -126,7 +126,7 @@ def known_keys(root: str | Path) -> dict[str, set[str]]:
     for path in sorted(Path(root, "configs").glob("*.json")):
         if path.name == "metadata.json":
             continue
-        out[path.name] = {k.split("#")[0] for k in json.loads(path.read_text())}
+        out[path.name] = {k.split("#")[0].lstrip("+") for k in json.loads(path.read_text())}  # "+key": a merge
     return out
 
 

@@ -15,8 +15,9 @@ import pytest
 from nas_ops.data import make_mri_dataset, make_nuclei_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLES = ("bixnas", "mbnas")
-SHIPPED = {"bixnas": "bundles/bixnas/genotypes/bixnet_released.json", "mbnas": "bundles/mbnas/genotypes/unet.json"}
+BUNDLES = ("bixnas", "mbnas", "c2fnas")
+SHIPPED = {"bixnas": "bundles/bixnas/genotypes/bixnet_released.json", "mbnas": "bundles/mbnas/genotypes/unet.json",
+           "c2fnas": "bundles/c2fnas/genotypes/c2fnas_panc.json"}
 
 
 def bundle(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -126,3 +127,25 @@ def test_bad_input_through_a_bundle_run_is_one_line_and_writes_nothing(tmp_path,
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == message
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_c2fnas_search_then_train_inference_and_evaluate_in_3d(tmp_path):
+    data = make_mri_dataset(tmp_path / "Task900_TinyMRI", num_patients=6, shape=(32, 32, 32), seed=0)
+    out = tmp_path / "run"
+    common = ["--dataset_dir", str(data), "--output_dir", str(out), "--device", "cpu", "--num_threads", "1",
+              "--n_folds", "3"]
+    bundle("run", "--config_file", config("c2fnas", "search"), *common, "--plots", "false",
+           "--search#patch_size", "[32,32,32]", "--search#base_channels", "2", "--search#stem_channels", "2",
+           "--search#batch_size", "2", "--search#coarse_groups", "2", "--search#coarse_epochs", "1",
+           "--search#coarse_scored", "2", "--search#fine_epochs", "1", "--search#population", "2",
+           "--search#generations", "1")
+    searched = out / "search" / "genotype.json"
+    before = searched.read_bytes()
+    bundle("run", "--config_file", config("c2fnas", "train"), *common, "--epochs", "1", "--patch_size", "[32,32,32]")
+    trained = json.loads((out / "train" / "models" / "genotype.json").read_text())
+    assert trained["spec"] == json.loads(before)["spec"] and searched.read_bytes() == before
+    bundle("run", "--config_file", config("c2fnas", "inference"), *common)
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["mri_002.nii.gz", "mri_003.nii.gz"]  # fold 0/3
+    bundle("run", "--config_file", config("c2fnas", "evaluate"), "--dataset_dir", str(data), "--output_dir", str(out))
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["input_shape"] == [1, 32, 32, 32] and metrics["num_cases"] == 2
