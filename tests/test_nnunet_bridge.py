@@ -24,6 +24,7 @@ from nas_ops.bixnas.bixnet import RELEASED_SKIP_SETS, bixnet_genotype
 from nas_ops.c2fnas.network import c2fnas_genotype
 from nas_ops.c2fnas.space import C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS
 from nas_ops.cost_model import count_macs
+from nas_ops.dints.network import random_genotype
 from nas_ops.errors import GenotypeError, InputError
 from nnunet_plans.compare import (
     ModelResult,
@@ -64,6 +65,8 @@ CASES = {
     "bionet2d": (bionet_genotype(2, 1, 3, multiplier=0.25, iterations=2), [[1, 1]] + [[2, 2]] * 5, (64, 64)),
     "c2fnas3d": (c2fnas_genotype(C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS, 1, 3, base_channels=2, stem_channels=2),
                  [[1, 1, 1]] + [[2, 2, 2]] * 4, (32, 32, 32)),
+    "dints3d": (random_genotype(0, 1, 3, channel_mul=0.125, num_blocks=4), [[1, 1, 1]] + [[2, 2, 2]] * 4,
+                (32, 32, 32)),
 }
 
 
@@ -446,9 +449,9 @@ def _planned_mri_task(tmp_path: Path, task_name: str, shape: tuple[int, int, int
 
 
 def test_end_to_end_msd_to_nnunet_training_prediction_and_comparison(tmp_path, monkeypatch):
-    """Generated MSD task -> convert -> plan+preprocess -> export 3 genotypes (U-Net, BiX-Net, C2FNAS) -> train 4
-    plans (the harness, stock nnUNetv2_train, smoke trainer, CPU) -> nnUNetv2_predict -> comparison table with both
-    tests."""
+    """Generated MSD task -> convert -> plan+preprocess -> export 4 genotypes (U-Net, BiX-Net, C2FNAS, DiNTS) ->
+    train 5 plans (the harness, stock nnUNetv2_train, smoke trainer, CPU) -> nnUNetv2_predict -> comparison table
+    with both tests."""
     timings = {}
     start = time.monotonic()
     dirs, env, logs = _nnunet_workspace(tmp_path, monkeypatch)
@@ -458,17 +461,18 @@ def test_end_to_end_msd_to_nnunet_training_prediction_and_comparison(tmp_path, m
     bix = small_bixnet(3).save(tmp_path / "bixnet.json")
     c2f = c2fnas_genotype(C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS, 1, 3, name="c2fnas_w4", base_channels=4,
                           stem_channels=4).save(tmp_path / "c2fnas.json")
+    dints = random_genotype(0, 1, 3, channel_mul=0.125, num_blocks=4, name="dints_w4").save(tmp_path / "dints.json")
     exports = [export_plans(g, 902, "3d_fullres", trainer="nnUNetTrainerNAS_AdamW_smoke", device="cpu", folds=(0,))
-               for g in (unet, bix, c2f)]
-    # nnU-Net planned [16, 32, 32]: BiX-Net's stride 32 grows it, C2FNAS's 16 keeps it
-    assert [e.patch_size for e in exports] == [[16, 32, 32], [32, 32, 32], [16, 32, 32]]
+               for g in (unet, bix, c2f, dints)]
+    # nnU-Net planned [16, 32, 32]: BiX-Net's stride 32 grows it, C2FNAS's and DiNTS's 16 keep it
+    assert [e.patch_size for e in exports] == [[16, 32, 32], [32, 32, 32], [16, 32, 32], [16, 32, 32]]
 
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # training: batches in the main process
     t0 = time.monotonic()
     report = compare(902, ["nnUNetPlans", *(e.plans_name for e in exports)], folds=0, configuration="3d_fullres",
                      trainer="nnUNetTrainerNAS_AdamW_smoke", mode="local", device="cpu",
                      out_dir=tmp_path / "comparison", timeout_s=600, jobs=2)
-    timings["train_3_models_jobs2"] = time.monotonic() - t0
+    timings["train_5_plans_jobs2"] = time.monotonic() - t0
     model_dir = (dirs["results"] / "Dataset902_DemoMRI"
                  / "nnUNetTrainerNAS_AdamW_smoke__nnUNetPlans_bixnet_w8__3d_fullres")
     assert (model_dir / "fold_0" / "checkpoint_final.pth").is_file()
@@ -483,12 +487,13 @@ def test_end_to_end_msd_to_nnunet_training_prediction_and_comparison(tmp_path, m
     assert pred.shape == (32, 32, 16) and set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
 
     rows = list(csv.DictReader(report.table_csv.open()))
-    assert [r["model"] for r in rows] == ["nnU-Net", "unet_tiny", "bixnet_w8", "c2fnas_w4"]
+    assert [r["model"] for r in rows] == ["nnU-Net", "unet_tiny", "bixnet_w8", "c2fnas_w4", "dints_w4"]
     assert all(int(r["cases"]) == 2 and int(r["params"]) > 0 and int(r["macs"]) > 0 for r in rows)
     assert rows[1]["patch_size"] == "16x32x32" and rows[2]["patch_size"] == "32x32x32"
-    assert rows[3]["patch_size"] == "16x32x32"
-    assert (dirs["results"] / "Dataset902_DemoMRI" / "nnUNetTrainerNAS_AdamW_smoke__nnUNetPlans_c2fnas_w4__3d_fullres"
-            / "fold_0" / "checkpoint_final.pth").is_file()  # trained by the stock nnUNetv2_train
+    assert rows[3]["patch_size"] == rows[4]["patch_size"] == "16x32x32"
+    for name in ("c2fnas_w4", "dints_w4"):  # trained by the stock nnUNetv2_train
+        assert (dirs["results"] / "Dataset902_DemoMRI" / f"nnUNetTrainerNAS_AdamW_smoke__nnUNetPlans_{name}__3d_fullres"
+                / "fold_0" / "checkpoint_final.pth").is_file()
     md = report.markdown.read_text()
     assert "Friedman (models x cases)" in md and "Wilcoxon unet_tiny vs nnU-Net" in md
     assert "Wilcoxon bixnet_w8 vs nnU-Net" in md and report.boxplot.is_file()
