@@ -1,0 +1,115 @@
+"""The zoo index: one JSON file listing packed bundles by name and version, with what installation checks.
+
+``index.json``::
+
+    {"format": 1, "bundles": [{"name", "version", "method", "task", "dataset", "monai_version",
+      "pytorch_version", "medseg_nas_version", "archive" (path relative to the index, or a file:// URL),
+      "archive_sha256", "files": {member: sha256}, "sizes": {member: bytes}, "eval_metrics",
+      "genotype_sha256"}, ...]}
+
+A (name, version) is indexed once: indexing it again with other content is refused (bump the version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from nas_ops.atomic import write_json_atomic
+from nas_ops.bundle import entry
+from nas_ops.errors import InputError
+
+FORMAT = 1
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_path(location: str, base: Path | None = None) -> Path:
+    """A local path or ``file://`` URL as a path (relative paths against ``base``)."""
+    if location.startswith("file://"):
+        return Path(unquote(urlparse(location).path))
+    path = Path(location)
+    return path if path.is_absolute() or base is None else base / path
+
+
+def read_index(location: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(path, document)`` of an index (a path or a ``file://`` URL), checked to be an index."""
+    path = local_path(str(location))
+    if not path.is_file():
+        raise InputError(path, "index", "no such file: give the path or file:// URL of a zoo index.json")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, "index", f"is not a JSON document ({type(err).__name__})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("bundles"), list):
+        raise InputError(path, "format", f"is not a zoo index of format {FORMAT}")
+    return path, doc
+
+
+def entry_of(archive: Path, index_dir: Path) -> dict[str, Any]:
+    """The index entry of a packed bundle zip."""
+    with zipfile.ZipFile(archive) as zf:
+        names = [i.filename for i in zf.infolist() if not i.is_dir()]
+        top = {n.split("/", 1)[0] for n in names}
+        if len(top) != 1:
+            raise InputError(archive, "archive", f"must hold one bundle folder, holds {sorted(top)}")
+        name = top.pop()
+        meta = json.loads(zf.read(f"{name}/configs/metadata.json"))
+        files = {n.split("/", 1)[1]: sha256_bytes(zf.read(n)) for n in names}
+        sizes = {n.split("/", 1)[1]: zf.getinfo(n).file_size for n in names}
+    try:
+        rel = str(archive.resolve().relative_to(index_dir.resolve()))
+    except ValueError:
+        rel = archive.resolve().as_uri()
+    return {"name": name, "version": meta["version"], "method": meta.get("method"), "task": meta.get("task"),
+            "dataset": meta.get("dataset"), "monai_version": meta["monai_version"],
+            "pytorch_version": meta["pytorch_version"],
+            "medseg_nas_version": meta.get("required_packages_version", {}).get("medseg-nas"),
+            "archive": rel, "archive_sha256": sha256_path(archive), "files": files, "sizes": sizes,
+            "eval_metrics": meta.get("eval_metrics", {}), "genotype_sha256": meta.get("genotype_sha256")}
+
+
+@entry
+def index(*archives: str, index_path: str = "zoo/index.json") -> str:
+    """Add packed bundle zips to the index at ``index_path`` (created if missing); returns its path."""
+    path = Path(index_path)
+    doc = read_index(path)[1] if path.exists() else {"format": FORMAT, "bundles": []}
+    for archive in archives:
+        entry = entry_of(Path(archive), path.parent)
+        same = [e for e in doc["bundles"] if (e["name"], e["version"]) == (entry["name"], entry["version"])]
+        if same and same[0]["files"] != entry["files"]:
+            raise InputError(archive, "version", f"{entry['name']} {entry['version']} is already indexed in {path} "
+                             "with other content: pack it with a new version")
+        doc["bundles"] = [e for e in doc["bundles"] if e not in same] + [entry]
+    doc["bundles"].sort(key=lambda e: (e["name"], [int(x) for x in e["version"].split(".")]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, doc)
+    return str(path)
+
+
+@entry
+def listing(index_path: str = "zoo/index.json", method: str | None = None, task: str | None = None) -> str:
+    """The index as a table, filtered by method and by a word of the task or dataset."""
+    _, doc = read_index(index_path)
+    rows = [e for e in doc["bundles"] if (method is None or e.get("method") == method)
+            and (task is None or task.lower() in f"{e.get('task')} {e.get('dataset')}".lower())]
+    lines = ["| name | version | method | dataset | mean Dice | MONAI | torch |", "|---|---|---|---|---|---|---|"]
+    for e in rows:
+        dice = e.get("eval_metrics", {}).get("mean_dice")
+        lines.append(f"| {e['name']} | {e['version']} | {e.get('method')} | {e.get('dataset')} | "
+                     f"{'' if dice is None else dice} | {e['monai_version']} | {e['pytorch_version']} |")
+    return "\n".join(lines)

@@ -1,0 +1,19 @@
+"""The model-zoo CLI: pack a trained run into a versioned bundle zip, index it, list an index, install from it.
+
+python scripts/zoo.py pack runs/bixnas_demo bixnas 0.1.0 --out_dir zoo
+python scripts/zoo.py index zoo/bixnas_demomonuseg_v0.1.0.zip --index_path zoo/index.json
+python scripts/zoo.py list --index_path zoo/index.json --method bixnas
+python scripts/zoo.py install bixnas_demomonuseg --index_path file:///path/to/zoo/index.json --target_dir models
+"""
+
+from __future__ import annotations
+
+import fire
+
+from nas_ops.bundle import cli
+from nas_ops.zoo.index import index, listing
+from nas_ops.zoo.install import install
+from nas_ops.zoo.pack import pack
+
+if __name__ == "__main__":
+    fire.Fire({"pack": cli(pack), "index": cli(index), "list": cli(listing), "install": cli(install)})
