@@ -4,6 +4,7 @@ python scripts/zoo.py pack runs/bixnas_demo bixnas 0.1.0 --out_dir zoo
 python scripts/zoo.py index zoo/bixnas_demomonuseg_v0.1.0.zip --index_path zoo/index.json
 python scripts/zoo.py list --index_path zoo/index.json --method bixnas
 python scripts/zoo.py install bixnas_demomonuseg --index_path file:///path/to/zoo/index.json --target_dir models
+python scripts/zoo.py export models/bixnas_demomonuseg      # models/model.ts and models/model.onnx, checked
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import fire
 
 from nas_ops.bundle import cli
+from nas_ops.zoo.export import export
 from nas_ops.zoo.index import index, listing
 from nas_ops.zoo.install import install
 from nas_ops.zoo.pack import pack
 
 if __name__ == "__main__":
-    fire.Fire({"pack": cli(pack), "index": cli(index), "list": cli(listing), "install": cli(install)})
+    fire.Fire({"pack": cli(pack), "index": cli(index), "list": cli(listing), "install": cli(install),
+               "export": cli(export)})
