@@ -30,6 +30,11 @@ def device_memory_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def _gib(n: float) -> str:
+    """Bytes as GiB with enough digits to tell small figures apart (0.0042 GiB, 7.3 GiB)."""
+    return f"{n / 2**30:.2g} GiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
+
+
 def check_parameters(genotype: Genotype, max_params: int = DEFAULT_MAX_PARAMS) -> int:
     """The genotype's parameter count (counted without allocating it); refused above ``max_params``."""
     with torch.device("meta"):
@@ -44,22 +49,26 @@ def check_parameters(genotype: Genotype, max_params: int = DEFAULT_MAX_PARAMS) -
 
 def check_memory(genotype: Genotype, input_size: Sequence[int], batch_size: int, device: torch.device,
                  memory_limit_gb: float | None = None, size_key: str = "spatial_size",
-                 source: str | None = None, batch_key: str = "batch_size") -> MemoryEstimate:
+                 source: str | None = None, batch_key: str = "batch_size", samples_per_item: int = 1
+                 ) -> MemoryEstimate:
     """Refuse a training of ``genotype`` whose estimated memory exceeds ``memory_limit_gb`` (default: 80 % of the
     device's), naming the keys to lower and the largest batch that fits."""
     return check_network_memory(lambda: build_network(genotype), (genotype.in_channels, *input_size), batch_size,
-                                device, memory_limit_gb, size_key, source, batch_key=batch_key)
+                                device, memory_limit_gb, size_key, source, batch_key=batch_key,
+                                samples_per_item=samples_per_item)
 
 
 def check_network_memory(build: Callable[[], nn.Module], input_shape: Sequence[int], batch_size: int,
                          device: torch.device, memory_limit_gb: float | None = None, size_key: str = "spatial_size",
                          source: str | None = None, what: str = "training",
-                         batch_key: str = "batch_size") -> MemoryEstimate:
-    """Refuse a training step of ``build()`` (a network or a search's supernet) at ``(batch_size, *input_shape)``
+                         batch_key: str = "batch_size", samples_per_item: int = 1) -> MemoryEstimate:
+    """Refuse a training step of ``build()`` (a network or a search's supernet) at ``batch_size`` items of
+    ``samples_per_item`` inputs of ``input_shape`` each (3D training: ``samples_per_volume`` patches per volume)
     whose estimated memory exceeds ``memory_limit_gb`` (default: 80 % of the device's)."""
     input_size = list(input_shape[1:])
+    inputs = batch_size * samples_per_item
     try:
-        estimate = estimate_training_memory(build, input_shape, batch_size)
+        estimate = estimate_training_memory(build, input_shape, inputs)
     except (RuntimeError, ValueError) as err:  # the first training step would fail the same way
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(source, size_key, f"the network cannot run one step of {what} at batch {batch_size} and "
@@ -67,17 +76,20 @@ def check_network_memory(build: Callable[[], nn.Module], input_shape: Sequence[i
                          "or batch, or a network that downsamples less") from None
     limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else MEMORY_MARGIN * device_memory_bytes(device)
     if estimate.total_bytes > limit:
-        per_sample = estimate.activation_bytes / batch_size
-        fits = int((limit - estimate.parameter_bytes) // per_sample) if limit > estimate.parameter_bytes else 0
+        per_item = estimate.activation_bytes / batch_size
+        fits = int((limit - estimate.parameter_bytes) // per_item) if limit > estimate.parameter_bytes else 0
+        samples_key = batch_key.replace("batch_size", "samples_per_volume")
+        smaller = f"{size_key}" + (f" or {samples_key}" if samples_per_item > 1 else "")
         if fits >= 1:
-            hint = f"at most {batch_key} {fits} fits"
+            fix = f"lower {batch_key} (at most {fits} fits) or {smaller}, or set memory_limit_gb"
         elif limit > estimate.parameter_bytes:
-            hint = f"not even batch 1 fits at this {size_key}: lower {size_key}"
+            fix = f"not even {batch_key} 1 fits: lower {smaller}, or set memory_limit_gb"
         else:
-            hint = "the weights alone do not fit: use a smaller network"
-        raise InputError(source, batch_key, f"{what} needs about {estimate.total_bytes / 2**30:.1f} GiB at "
-                         f"batch {batch_size} and {size_key} {input_size} (weights, gradients and Adam "
-                         f"{estimate.parameter_bytes / 2**30:.1f} GiB, activations "
-                         f"{estimate.activation_bytes / 2**30:.1f} GiB), more than the limit of {limit / 2**30:.1f} "
-                         f"GiB: lower {batch_key} ({hint}) or {size_key}, or set memory_limit_gb")
+            fix = "the weights alone do not fit: use a smaller network, or set memory_limit_gb"
+        at = f"batch {batch_size}" + (f" ({inputs} patches: {samples_per_item} per volume)" if samples_per_item > 1
+                                      else "")
+        raise InputError(source, batch_key, f"{what} needs about {_gib(estimate.total_bytes)} at {at} and "
+                         f"{size_key} {input_size} (weights, gradients and Adam {_gib(estimate.parameter_bytes)}, "
+                         f"activations {_gib(estimate.activation_bytes)}), more than the limit of {_gib(limit)}: "
+                         f"{fix}")
     return estimate

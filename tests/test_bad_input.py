@@ -161,7 +161,7 @@ def test_a_genotype_too_large_for_the_machine_is_refused_before_it_is_built(user
     line = refused(run_bundle, TRAIN, dataset_dir=str(world["data"]), output_dir=str(out),
                    **{**SMALL, "batch_size": 64, "spatial_size": [512, 512], "memory_limit_gb": 1.0})
     assert line.startswith("error: bundles/bixnas/configs/train.json: field 'batch_size': training needs about ")
-    assert "more than the limit of 1.0 GiB: lower batch_size (at most batch_size" in line
+    assert "more than the limit of 1.0 GiB: lower batch_size (at most " in line
 
 
 # -- datasets -------------------------------------------------------------------------------------------------

@@ -251,8 +251,12 @@ def test_each_stage_alone_gives_the_search_result(reference, volumes, tmp_path):
 
 def test_a_configuration_beyond_memory_limit_gb_is_refused_before_anything_is_written(volumes, tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(InputError, match=r"field 'search#batch_size': the largest supernet's training needs about .* "
-                                         r"lower search#batch_size .* or search#patch_size, or set memory_limit_gb"):
+    with pytest.raises(InputError, match=r"field 'search#batch_size': the largest supernet's training needs about "
+                                         r".* at batch 2 \(4 patches: 2 per volume\) .* lower search#batch_size \(at "
+                                         r"most 1 fits\) or search#patch_size or search#samples_per_volume, or set "
+                                         r"memory_limit_gb"):
+        search(volumes, out, memory_limit_gb=0.0125, **TINY)
+    with pytest.raises(InputError, match=r"limit of 0.001 GiB: the weights alone do not fit: use a smaller network"):
         search(volumes, out, memory_limit_gb=0.001, **TINY)
     assert not out.exists()
     with pytest.raises(InputError, match=r"field 'patch_size\[0\]': 40 must be a multiple of 16"):

@@ -180,8 +180,9 @@ def test_the_step_trains_the_weights_in_warm_up_and_both_afterwards():
 def test_too_much_memory_and_bad_settings_are_refused_before_anything_is_written(volumes, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(InputError, match=r"field 'batch_size': the DiNTS supernet's training needs about .* lower "
-                                         r"batch_size .* or patch_size, or set memory_limit_gb"):
-        search(volumes, out, memory_limit_gb=0.001, **TINY)
+                                         r"batch_size \(at most 1 fits\) or patch_size or samples_per_volume, or set "
+                                         r"memory_limit_gb"):
+        search(volumes, out, memory_limit_gb=0.065, **TINY)
     with pytest.raises(InputError, match=r"field 'patch_size\[0\]': 20 must be a multiple of 8"):
         search(volumes, out, **{**TINY, "patch_size": [20, 16, 16]})
     with pytest.raises(InputError, match=r"field 'warmup_epochs': 6 leaves no epoch"):

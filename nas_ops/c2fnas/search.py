@@ -88,7 +88,8 @@ def search(
         raise InputError(ds.json_path, "training", "holds 2D images: C2FNAS searches 3D networks on volumes")
     check_network_memory(lambda: HeaviestPath(cfg, ds.in_channels, ds.num_classes), (ds.in_channels, *cfg.patch_size),
                          cfg.batch_size, dev, memory_limit_gb, "search#patch_size", source,
-                         what="the largest supernet's training", batch_key="search#batch_size")
+                         what="the largest supernet's training", batch_key="search#batch_size",
+                         samples_per_item=cfg.samples_per_volume)
     base = {"seed": seed, "fold": fold, "n_folds": n_folds, "dataset": dataset_identity(dataset_dir)}
     values = cfg.as_dict()
     coarse_identity = {**base, **{k: v for k, v in values.items() if k in SHARED_KEYS or k.startswith("coarse_")}}

@@ -303,7 +303,7 @@ def search(
 
     check_network_memory(probe, (ds.in_channels, *cfg.patch_size), cfg.batch_size, dev, memory_limit_gb,
                          f"{prefix}patch_size", source, what="the DiNTS supernet's training",
-                         batch_key=f"{prefix}batch_size")
+                         batch_key=f"{prefix}batch_size", samples_per_item=cfg.samples_per_volume)
     identity = {"seed": seed, "fold": fold, "n_folds": n_folds, "dataset": dataset_identity(dataset_dir),
                 **cfg.as_dict()}
     state = SearchState(output_dir, STATE_FILE, RESULT_FILE, identity=identity, what="DiNTS search")

@@ -118,7 +118,8 @@ def train(
     size_key = "spatial_size" if genotype.spatial_dims == 2 else "patch_size"
     check_value(size_key, input_size, Annotated[list[int], Rule(multiple_of=stride, why="the network's total stride")],
                 config_source)
-    check_memory(genotype, input_size, batch_size, dev, memory_limit_gb, size_key, config_source)
+    check_memory(genotype, input_size, batch_size, dev, memory_limit_gb, size_key, config_source,
+                 samples_per_item=samples_per_volume if genotype.spatial_dims == 3 else 1)
     loss = loss if loss is not None else DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = optimizer if optimizer is not None else torch.optim.Adam(network.parameters(), lr=1e-3)
     if lr_scheduler is None:
