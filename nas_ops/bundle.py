@@ -83,6 +83,36 @@ def cli(fn: Callable[..., Any]) -> Callable[..., Any]:
     return _one_line_errors(fn, when=lambda: True)
 
 
+def fire_main(commands: Callable[..., Any] | dict[str, Callable[..., Any]], argv: list[str] | None = None) -> Any:
+    """Run a ``fire`` CLI (one function, or commands by name) with the one error path, after refusing an option
+    the function does not take: fire would call the function without it and only then complain, so a typo'd
+    ``--out_dri`` would still write into the default folder."""
+    import sys
+
+    import fire
+
+    from nas_ops.config import nearest
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    fn, rest, where = commands, args, Path(sys.argv[0]).name
+    if isinstance(commands, dict):
+        if not args or args[0] not in commands:
+            return fire.Fire({name: cli(f) for name, f in commands.items()}, command=args)
+        fn, rest, where = commands[args[0]], args[1:], f"{where} {args[0]}"
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for arg in rest:
+            if arg == "--":
+                break
+            if arg.startswith("--") and arg not in ("--help", "--interactive", "--trace", "--verbose"):
+                key = arg[2:].split("=", 1)[0].replace("-", "_")
+                if key not in params:
+                    raise fail(InputError(where, key, f"unknown option{nearest(key, list(params))}; options: "
+                                          f"{['--' + n for n, q in params.items() if q.kind is not q.VAR_POSITIONAL]}"))
+    target = {name: cli(f) for name, f in commands.items()} if isinstance(commands, dict) else cli(commands)
+    return fire.Fire(target, command=args)
+
+
 def _one_line_errors(fn: F, when: Callable[[], bool]) -> F:
     """``fn`` with its InputError turned into the one-line exit when ``when()`` (and not debugging)."""
 

@@ -149,7 +149,9 @@ class Genotype:
         try:
             method.validate(genotype)
         except SpecError as err:
-            raise GenotypeError(source, f"spec.{err.field}" if err.field else "spec", err.problem) from None
+            top = err.field in ("spatial_dims", "in_channels", "out_channels", "name")  # fields beside spec
+            field = err.field if top else f"spec.{err.field}" if err.field else "spec"
+            raise GenotypeError(source, field, err.problem) from None
         return genotype
 
     @classmethod

@@ -14,11 +14,10 @@ import statistics
 import tempfile
 import time
 
-import fire
 import torch
 
 from nas_ops.baselines.unet import unet_genotype
-from nas_ops.bundle import cli
+from nas_ops.bundle import fire_main
 from nas_ops.engine.loop import RunCheckpoint, RunEngine
 from nas_ops.engine.steps import SupervisedStep
 from nas_ops.registry import build_network
@@ -79,4 +78,4 @@ def bench(size: int = 128, batch: int = 4, batches: int = 8, repeats: int = 7, t
 
 
 if __name__ == "__main__":
-    fire.Fire(cli(bench))
+    fire_main(bench)

@@ -15,11 +15,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import fire
 import numpy as np
 import torch
 
-from nas_ops.bundle import cli
+from nas_ops.bundle import fire_main
 from nas_ops.cost_model import measure_cost
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
@@ -90,4 +89,4 @@ def compare(
 
 
 if __name__ == "__main__":
-    fire.Fire(cli(compare))
+    fire_main(compare)

@@ -17,14 +17,13 @@ import logging
 import time
 from pathlib import Path
 
-import fire
 import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
 from nas_ops.atomic import write_json_atomic
 from nas_ops.baselines.resunet import resunet_genotype
-from nas_ops.bundle import cli
+from nas_ops.bundle import fire_main
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.setup import load_checked_dataset
 from nas_ops.genotype import Genotype
@@ -178,4 +177,4 @@ def _write_doc(path: Path, r: dict, dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(cli(compare))
+    fire_main(compare)

@@ -13,12 +13,11 @@ import logging
 import time
 from pathlib import Path
 
-import fire
 import numpy as np
 import torch
 
 from nas_ops.baselines.unet import unet_genotype
-from nas_ops.bundle import cli
+from nas_ops.bundle import fire_main
 from nas_ops.data import ensure_demo_data, fold_items, load_case, load_msd_dataset, read_array, threshold_dice
 from nas_ops.training.chain import train_predict_evaluate
 
@@ -86,4 +85,4 @@ def measure(root: str = "demo_data", out: str = "docs/demo_data.md", work: str =
 
 
 if __name__ == "__main__":
-    fire.Fire(cli(measure))
+    fire_main(measure)

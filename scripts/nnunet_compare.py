@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 
-import fire
-
-from nas_ops.bundle import cli
+from nas_ops.bundle import fire_main
 from nnunet_plans.compare import compare
 
 
@@ -28,4 +26,4 @@ def main(dataset: str, **options) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(cli(main))  # bad input: one line naming the file and field, exit status 1
+    fire_main(main)  # bad input: one line naming the file and field, exit status 1

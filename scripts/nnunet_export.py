@@ -9,9 +9,7 @@ nnUNetv2_plan_and_preprocess run for DATASET (docs/nnunet.md).
 
 from __future__ import annotations
 
-import fire
-
-from nas_ops.bundle import cli
+from nas_ops.bundle import fire_main
 from nnunet_plans.export import export_plans
 
 
@@ -26,4 +24,4 @@ def main(genotype: str, dataset: str, **options) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(cli(main))  # bad input: one line naming the file and field, exit status 1
+    fire_main(main)  # bad input: one line naming the file and field, exit status 1

@@ -9,14 +9,11 @@ python scripts/zoo.py export models/bixnas_demomonuseg      # models/model.ts an
 
 from __future__ import annotations
 
-import fire
-
-from nas_ops.bundle import cli
+from nas_ops.bundle import fire_main
 from nas_ops.zoo.export import export
 from nas_ops.zoo.index import index, listing
 from nas_ops.zoo.install import install
 from nas_ops.zoo.pack import pack
 
 if __name__ == "__main__":
-    fire.Fire({"pack": cli(pack), "index": cli(index), "list": cli(listing), "install": cli(install),
-               "export": cli(export)})
+    fire_main({"pack": pack, "index": index, "list": listing, "install": install, "export": export})

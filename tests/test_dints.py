@@ -107,7 +107,7 @@ def test_bad_dints_specs_are_refused_naming_the_field(codes, tmp_path):
         ({"node_a": wrong_out}, "spec.node_a[3]", "the levels the active paths of block 2 reach"),
         ({"arch_code_a": empty}, "spec.arch_code_a[0]", "has no active path"),
         ({"num_blocks": 5}, "spec.node_a", "must be a list of 6 rows"),
-        ({"channel_mul": 0.01}, "spec.channel_mul", "must be a number in (1/32, 8]"),
+        ({"channel_mul": 0.01}, "spec.channel_mul", "must be a number in [1/32, 8]"),
         ({"width": 3}, "spec.width", "unknown key"),
     ]
     for change, field, problem in cases:

@@ -226,3 +226,41 @@ def test_the_cli_refuses_in_one_line(trained, tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (f"error: {trained['index']}: field 'name': no bundle 'nope' in "
                                                     f"the index (it has: ['{NAME}'])")
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["pack", "RUN", "bixnas", "0.3.0", "--out_dri", "OUT"], "error: zoo.py pack: field 'out_dri': unknown option "
+                                                             "(did you mean 'out_dir'?)"),
+    (["pack", "RUN", "bixnas", "0.1", "--out_dir", "OUT"], "error: zoo pack: field 'version': must look like 1.2.3, "
+                                                           "got 0.1"),
+    (["pack", "RUN", "c2fnas", "0.3.0", "--out_dir", "OUT", "--bundle_dir", "C2F"],
+     "error: RUN/train/models/genotype.json: field 'spatial_dims': is 2: the c2fnas bundle trains 3D networks"),
+    (["pack", "RUN", "bixnas", "0.3.0", "--out_dir", "FILE", "--bundle_dir", "BIX"],
+     "error: zoo pack: field 'out_dir': FILE cannot be a folder: FILE is a file"),
+    (["index", "FILE", "--index_path", "OUT/index.json"], "error: FILE: field 'archive': is not a zip archive"),
+    (["list", "--index_path", "https://zoo.example/index.json"], "error: zoo: field 'index_path': "
+                                                                 "https://zoo.example/index.json: only local paths"),
+    (["list", "--index_path", "BAD"], "error: BAD: field 'bundles[0].version': must be a str: missing"),
+    (["install", NAME, "--index_path", "INDEX", "--target_dri", "OUT"], "error: zoo.py install: field "
+                                                                         "'target_dri': unknown option"),
+])
+def test_bad_cli_input_is_one_line_and_writes_nothing(trained, tmp_path, args, message):
+    (tmp_path / "file.txt").write_text("not a zip")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": 1, "bundles": [{"name": "x"}]}))
+    subs = {"RUN": str(trained["out"]), "OUT": str(tmp_path / "out"), "FILE": str(tmp_path / "file.txt"),
+            "BAD": str(tmp_path / "bad.json"), "INDEX": str(trained["index"]),
+            "C2F": str(REPO_ROOT / "bundles" / "c2fnas"), "BIX": str(REPO_ROOT / "bundles" / "bixnas")}
+
+    def sub(text: str) -> str:
+        for key, value in subs.items():
+            text = text.replace(key, value)
+        return text
+
+    env = {**os.environ}
+    env.pop("MEDSEG_NAS_DEBUG", None)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "zoo.py"), *map(sub, args)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(sub(message)), done.stderr[-500:]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "zoo").exists() and not (
+        tmp_path / "bundles_installed").exists()

@@ -126,8 +126,8 @@ def validate(genotype: Genotype) -> None:
         if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
             raise SpecError(key, f"must be an integer in [{low}, {high}], got {v!r}")
     mul = spec["channel_mul"]
-    if not isinstance(mul, (int, float)) or isinstance(mul, bool) or not 0 < mul <= 8 or int(32 * mul) < 1:
-        raise SpecError("channel_mul", f"must be a number in (1/32, 8], got {mul!r}")
+    if not isinstance(mul, (int, float)) or isinstance(mul, bool) or not 1 / 32 <= mul <= 8:
+        raise SpecError("channel_mul", f"must be a number in [1/32, 8], got {mul!r}")
     if not isinstance(spec["use_downsample"], bool):
         raise SpecError("use_downsample", f"must be true or false, got {spec['use_downsample']!r}")
     blocks, depths = spec["num_blocks"], spec["num_depths"]

@@ -73,7 +73,7 @@ class DiNTSConfig(ConfigBlock):
     lr: PositiveFloat = 0.025  # weights: SGD, momentum 0.9, polynomial decay
     weight_decay: Annotated[float, Rule(min=0.0)] = 4e-5
     arch_lr: PositiveFloat = 1e-3  # architecture codes: Adam
-    channel_mul: PositiveFloat = 0.5  # level l has 32 * channel_mul * 2**(l+1) channels
+    channel_mul: Annotated[float, Rule(min=1 / 32, max=8.0)] = 0.5  # level l: 32 * channel_mul * 2**(l+1) channels
     num_blocks: Annotated[int, Rule(min=1, max=64)] = 12
     num_depths: Annotated[int, Rule(min=2, max=6)] = 4
     epochs: PositiveInt = 450

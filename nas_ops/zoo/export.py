@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nas_ops.bundle import entry
+from nas_ops.config import check_output_dir
 from nas_ops.errors import InputError
 from nas_ops.training.artifacts import load_model
 
@@ -94,8 +95,13 @@ def export(bundle_dir: str, formats: tuple[str, ...] = FORMATS, model_dir: str |
     bundle has it) to ``<out_dir>/model.ts`` and ``model.onnx`` (default ``out_dir``: the model folder), check
     both against the eager network, and return the files and differences."""
     bundle = Path(bundle_dir)
+    if not (bundle / "configs" / "inference.json").is_file():
+        raise InputError(bundle, "bundle_dir", "has no configs/inference.json: give a bundle folder (a packed or "
+                         "installed bundle, or bundles/<method>)")
     models = Path(model_dir) if model_dir else bundle / "models"
-    out = Path(out_dir) if out_dir else models
+    out = check_output_dir(out_dir if out_dir else models, "out_dir", "export")
+    if not formats:
+        raise InputError("export", "formats", f"is empty: give one or more of {list(FORMATS)}")
     for f in formats:
         if f not in FORMATS:
             raise InputError("export", "formats", f"unknown format {f!r} (known: {list(FORMATS)})")

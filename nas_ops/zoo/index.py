@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,13 @@ def sha256_path(path: Path) -> str:
     return digest.hexdigest()
 
 
-def local_path(location: str, base: Path | None = None) -> Path:
-    """A local path or ``file://`` URL as a path (relative paths against ``base``)."""
+def local_path(location: str, base: Path | None = None, source: Any = "zoo", field: str = "index_path") -> Path:
+    """A local path or ``file://`` URL as a path (relative paths against ``base``); other URLs are refused."""
+    if not isinstance(location, str) or not location:
+        raise InputError(source, field, f"must be a path or a file:// URL, got {location!r}")
+    if "://" in location and not location.startswith("file://"):
+        raise InputError(source, field, f"{location}: only local paths and file:// URLs are read (copy the index "
+                         "and its archives to this machine first)")
     if location.startswith("file://"):
         return Path(unquote(urlparse(location).path))
     path = Path(location)
@@ -57,18 +63,68 @@ def read_index(location: str | Path) -> tuple[Path, dict[str, Any]]:
         raise InputError(path, "index", f"is not a JSON document ({type(err).__name__})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("bundles"), list):
         raise InputError(path, "format", f"is not a zoo index of format {FORMAT}")
+    for i, item in enumerate(doc["bundles"]):
+        check_entry(item, path, f"bundles[{i}]")
     return path, doc
 
 
+def check_release(value: Any, source: Any, field: str) -> str:
+    """A package version as its release tells it (``1.6.1``, ``2.14.1+cu124``)."""
+    if not isinstance(value, str) or not re.match(r"^[0-9]+\.[0-9]+", value):
+        raise InputError(source, field, f"is not a version, got {value!r:.40}")
+    return value
+
+
+ENTRY_KEYS = {"name": str, "version": str, "archive": str, "archive_sha256": str, "files": dict,
+              "monai_version": str, "pytorch_version": str}
+
+
+def check_entry(entry: Any, path: Path, field: str) -> None:
+    """An index entry has the keys installation reads, of the right types, with a release version."""
+    from nas_ops.zoo.pack import check_version
+
+    if not isinstance(entry, dict):
+        raise InputError(path, field, f"must be an object, got {entry!r:.60}")
+    for key, kind in ENTRY_KEYS.items():
+        if not isinstance(entry.get(key), kind):
+            got = "missing" if key not in entry else f"got {entry[key]!r:.60}"
+            raise InputError(path, f"{field}.{key}", f"must be a {kind.__name__}: {got}")
+    check_version(entry["version"], path, f"{field}.version")
+    for key in ("monai_version", "pytorch_version"):
+        check_release(entry[key], path, f"{field}.{key}")
+    if not all(isinstance(v, str) and len(v) == 64 for v in [entry["archive_sha256"], *entry["files"].values()]):
+        raise InputError(path, f"{field}.files", "every checksum must be a sha256 in hex (64 characters)")
+
+
 def entry_of(archive: Path, index_dir: Path) -> dict[str, Any]:
-    """The index entry of a packed bundle zip."""
-    with zipfile.ZipFile(archive) as zf:
+    """The index entry of a packed bundle zip (checked: one bundle folder, a readable metadata.json)."""
+    from nas_ops.zoo.pack import check_version
+
+    if not archive.is_file():
+        raise InputError(archive, "archive", "no such file: give the zip that zoo pack wrote")
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise InputError(archive, "archive", "is not a zip archive") from None
+    with zf:
         names = [i.filename for i in zf.infolist() if not i.is_dir()]
         top = {n.split("/", 1)[0] for n in names}
-        if len(top) != 1:
+        if len(top) != 1 or any("/" not in n for n in names):
             raise InputError(archive, "archive", f"must hold one bundle folder, holds {sorted(top)}")
         name = top.pop()
-        meta = json.loads(zf.read(f"{name}/configs/metadata.json"))
+        member = f"{name}/configs/metadata.json"
+        try:
+            meta = json.loads(zf.read(member).decode("utf-8"))
+        except KeyError:
+            raise InputError(archive, member, "is missing: not a bundle zip (pack it with zoo pack)") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(archive, member, f"is not a JSON document ({type(err).__name__})") from None
+        if not isinstance(meta, dict):
+            raise InputError(archive, member, "must be a JSON object")
+        for key in ("version", "monai_version", "pytorch_version"):
+            if key not in meta:
+                raise InputError(archive, f"{member}: {key}", "is missing")
+            (check_version if key == "version" else check_release)(meta[key], archive, f"{member}: {key}")
         files = {n.split("/", 1)[1]: sha256_bytes(zf.read(n)) for n in names}
         sizes = {n.split("/", 1)[1]: zf.getinfo(n).file_size for n in names}
     try:

@@ -12,6 +12,7 @@ passed, so a refused installation leaves the target folder as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import stat
@@ -23,8 +24,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nas_ops.bundle import entry
+from nas_ops.config import check_output_dir
 from nas_ops.errors import InputError
-from nas_ops.zoo.index import local_path, read_index, sha256_path
+from nas_ops.zoo.index import check_release, local_path, read_index, sha256_path
 
 MAX_MEMBER_BYTES = 4 * 2**30  # no file of a bundle is larger (the biggest 3D models are well under 1 GiB)
 MAX_RATIO = 200  # deflate of float weights gives ~1.1x, of JSON ~5x; 1000x is a bomb
@@ -39,6 +41,7 @@ def _check_version(needed: str | None, package: str, source: Path, field: str) -
     """Refuse a bundle made for another major version, or a newer release, of ``package`` than installed."""
     if not needed:
         return
+    check_release(needed, source, field)
     try:
         have = installed_version(package)
     except PackageNotFoundError:
@@ -113,15 +116,19 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, want: str, 
 
 @entry
 def install(name: str, index_path: str = "zoo/index.json", target_dir: str = "bundles_installed",
-            version: str | None = None) -> str:
+            version: str | int | float | None = None) -> str:
     """Install ``name`` (``version``, default the newest) from the index into ``<target_dir>/<name>``; returns
     that folder. A bundle already installed there at the same version is reported, not reinstalled."""
+    from nas_ops.zoo.pack import check_version
+
+    version = None if version is None else check_version(version, "zoo install")
+    check_output_dir(target_dir, "target_dir", "zoo install")
     path, doc = read_index(index_path)
     entry = find_entry(doc, path, name, version)
     _check_version(entry.get("monai_version"), "monai", path, f"bundles[{name} {entry['version']}].monai_version")
     _check_version(entry.get("medseg_nas_version"), "medseg-nas", path,
                    f"bundles[{name} {entry['version']}].medseg_nas_version")
-    archive = local_path(entry["archive"], path.parent)
+    archive = local_path(entry["archive"], path.parent, path, f"bundles[{name} {entry['version']}].archive")
     if not archive.is_file():
         raise InputError(path, f"bundles[{name} {entry['version']}].archive", f"{archive} does not exist")
     got = sha256_path(archive)
@@ -141,14 +148,24 @@ def install(name: str, index_path: str = "zoo/index.json", target_dir: str = "bu
             return str(target)
         raise InputError(target, "target_dir", "already holds another install of this bundle: remove it or choose "
                          "another target_dir")
-    Path(target_dir).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target_dir))
     try:
-        with zipfile.ZipFile(archive) as zf:
-            files = _check_members(zf, archive, name, entry)
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise InputError(archive, "archive", "is not a zip archive") from None
+    with zf:
+        files = _check_members(zf, archive, name, entry)  # before anything is written
+        made = [p for p in (Path(target_dir), *Path(target_dir).parents) if not p.exists()]
+        Path(target_dir).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target_dir))
+        try:
             for rel, info in files.items():
                 _extract(zf, info, staging / name / rel, entry["files"][rel], archive, rel)
-        (staging / name).rename(target)
-    finally:
+            (staging / name).rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            for p in made:  # folders this install created, innermost first
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+            raise
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)

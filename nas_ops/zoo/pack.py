@@ -24,6 +24,7 @@ from typing import Any
 
 from nas_ops.atomic import atomic_write
 from nas_ops.bundle import entry
+from nas_ops.config import check_output_dir
 from nas_ops.errors import InputError
 from nas_ops.training.artifacts import GENOTYPE_FILE, MODEL_FILE, read_info, sha256_file, verify_checksums
 
@@ -33,6 +34,24 @@ INFO_FILE = "model_info.json"
 VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def check_version(version: Any, source: Any, field: str = "version") -> str:
+    """A release version ``MAJOR.MINOR.PATCH`` (fire reads ``0.1`` as a number: it is checked as text)."""
+    text = str(version) if isinstance(version, (str, int, float)) and not isinstance(version, bool) else None
+    if text is None or not VERSION.fullmatch(text):
+        raise InputError(source, field, f"must look like 1.2.3, got {version!r}")
+    return text
+
+
+def bundle_name(bundle: Path) -> str | None:
+    """The method bundle a folder holds, from its ``train.json``'s ``bundle_root`` (``bundle_root('bixnas')``)."""
+    try:
+        root = json.loads((bundle / "configs" / "train.json").read_text()).get("bundle_root", "")
+    except (OSError, ValueError):
+        return None
+    found = re.search(r"bundle_root\('(\w+)'\)", str(root))
+    return found.group(1) if found else None
 
 
 def _key(version: str) -> tuple[int, ...]:
@@ -103,23 +122,30 @@ sha256 of both files, checked before the weights are loaded. `configs/train.json
 
 
 @entry
-def pack(run_dir: str, method: str, version: str, out_dir: str = "zoo", name: str | None = None,
+def pack(run_dir: str, method: str, version: str | int | float, out_dir: str = "zoo", name: str | None = None,
          changelog: str = "trained and packed", bundle_dir: str | None = None) -> str:
     """Pack ``run_dir`` (a bundle run's ``output_dir``: ``train/models/`` and, if evaluated, ``eval/metrics.json``)
     of bundle ``method`` into ``<out_dir>/<name>_v<version>.zip``; returns the zip's path."""
     source = "zoo pack"
     if method not in BUNDLES:
         raise InputError(source, "method", f"must be one of {list(BUNDLES)}, got {method!r}")
-    if not isinstance(version, str) or not VERSION.match(version):
-        raise InputError(source, "version", f"must look like 1.2.3, got {version!r}")
+    version = check_version(version, source)
     bundle = Path(bundle_dir) if bundle_dir else Path("bundles") / method
     if not (bundle / "configs" / "metadata.json").is_file():
         raise InputError(bundle, "bundle_dir", "has no configs/metadata.json: run from the project's root or pass "
                          "--bundle_dir")
+    of = bundle_name(bundle)
+    if of != method:
+        raise InputError(bundle, "bundle_dir", f"is the {of} bundle, not {method}: pass the {method} bundle's folder")
+    out = check_output_dir(out_dir, "out_dir", source)
     model_dir = Path(run_dir) / "train" / "models"
     info = read_info(model_dir)
     verify_checksums(model_dir, info)
     genotype = json.loads((model_dir / GENOTYPE_FILE).read_text())
+    dims = 3 if method == "c2fnas" else 2
+    if genotype.get("spatial_dims") != dims:
+        raise InputError(model_dir / GENOTYPE_FILE, "spatial_dims", f"is {genotype.get('spatial_dims')}: the "
+                         f"{method} bundle trains {dims}D networks; pack this run with the bundle that trained it")
     metrics_path = Path(run_dir) / "eval" / "metrics.json"
     metrics = eval_metrics(json.loads(metrics_path.read_text()) if metrics_path.is_file() else None)
     dataset = info.get("dataset") if isinstance(info.get("dataset"), dict) else {}
@@ -134,7 +160,8 @@ def pack(run_dir: str, method: str, version: str, out_dir: str = "zoo", name: st
                 name=name, method=method, dataset=dataset.get("name"))
     fmt = meta["network_data_format"]
     image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
-    size = list(info["geometry"].get("patch_size") or info["geometry"].get("spatial_size") or image["spatial_shape"])
+    geometry = info["geometry"]
+    size = list(geometry.get("patch_size") if dims == 3 else geometry.get("spatial_size")) or image["spatial_shape"]
     image.update(num_channels=genotype["in_channels"], spatial_shape=size)
     pred.update(num_channels=genotype["out_channels"], spatial_shape=size)
     for spec, names, n in ((image, info["geometry"].get("channel_names", []), genotype["in_channels"]),
@@ -150,7 +177,7 @@ def pack(run_dir: str, method: str, version: str, out_dir: str = "zoo", name: st
                                "models/" + INFO_FILE: (model_dir / INFO_FILE).read_bytes(),
                                "docs/README.md": _readme(name, method, version, genotype, dataset.get("name"), metrics),
                                "LICENSE": (bundle / "LICENSE").read_bytes()}
-    path = Path(out_dir) / f"{name}_v{version}.zip"
+    path = out / f"{name}_v{version}.zip"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for member in sorted(files):
