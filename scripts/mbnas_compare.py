@@ -31,6 +31,7 @@ from nas_ops.mbnas.space import SearchSpace, make_genotype, nodes_of, parse_spec
 from nas_ops.registry import build_network
 from nas_ops.training.chain import train_predict_evaluate
 from nas_ops.training.losses import make_loss
+from nas_ops.training.metrics import case_means
 
 log = logging.getLogger("mbnas_compare")
 MODELS = ("found", "unet", "resunet", "random")
@@ -49,12 +50,6 @@ def _genotypes(search_dir: Path, ds, random_seed: int) -> dict[str, Genotype]:
         "resunet": resunet_genotype(2, **io),
         "random": make_genotype(space.random(np.random.default_rng(random_seed)), name=f"random{random_seed}", **kw),
     }
-
-
-def _case_means(metrics: dict, name: str) -> dict[str, float]:
-    """Per case: the mean over foreground classes of one metric (NaN classes skipped)."""
-    return {c["case"]: float(np.nanmean(c[name])) if not np.all(np.isnan(c[name])) else float("nan")
-            for c in metrics["per_case"]}
 
 
 def compare(
@@ -95,7 +90,7 @@ def compare(
             history = trained["history"]
             per_seed.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                              "train_seconds": round(sum(h["seconds"] for h in history), 1),
-                             **{m: _case_means(metrics, m) for m in ("dice", "hd95", "surface_dice")}})
+                             **{m: case_means(metrics, m) for m in ("dice", "hd95", "surface_dice")}})
             log.info("%s seed %d: Dice %.4f (%.0f s)", name, seed, np.nanmean(list(per_seed[-1]["dice"].values())),
                      per_seed[-1]["seconds"])
         rows[name] = {"genotype": genotype.to_dict(), "params": cost.params, "macs": cost.macs,

@@ -24,7 +24,7 @@ from nas_ops.engine.steps import SampledPathStep
 from nas_ops.errors import InputError
 from nas_ops.search_state import SearchState
 from nas_ops.training.losses import make_loss
-from nas_ops.training.metrics import score_networks
+from nas_ops.training.metrics import sliding_window_dice
 
 log = logging.getLogger(__name__)
 Op = Literal["2d", "3d", "p3d"]
@@ -135,13 +135,5 @@ def score_paths(grid: CellGrid, paths: Sequence[GridPath], data: FoldData, cfg: 
                 device: torch.device) -> list[float]:
     """Mean foreground validation Dice of each path of ``grid`` (shared weights), through MONAI's sliding window
     over whole volumes at the search's patch."""
-    from monai.inferers import SlidingWindowInferer
-
-    inferer = SlidingWindowInferer(roi_size=list(cfg.patch_size), sw_batch_size=2, overlap=0.25)
-    loaders = make_loaders(data, 1, 0, val_batch_size=1)
     grid.eval()
-    nets = [OnePath(grid, p) for p in paths]
-    batches = (b for i, b in enumerate(loaders.val) if cfg.val_batches is None or i < cfg.val_batches)
-    scores = score_networks(lambda x: [inferer(x, net) for net in nets], batches, data.dataset.num_classes,
-                            len(nets), device)
-    return [float(s["dice"]) for s in scores]
+    return sliding_window_dice([OnePath(grid, p) for p in paths], data, cfg.patch_size, device, cfg.val_batches)

@@ -51,7 +51,7 @@ from nas_ops.genotype import Genotype
 from nas_ops.resources import check_network_memory
 from nas_ops.search_state import SearchState
 from nas_ops.training.losses import make_loss
-from nas_ops.training.metrics import score_networks
+from nas_ops.training.metrics import sliding_window_dice
 
 log = logging.getLogger(__name__)
 CONFIG_SOURCE = "search config"
@@ -248,22 +248,10 @@ def train_and_decode(data: FoldData, arch: FoldData, cfg: DiNTSConfig, state: Se
     model.eval()
     with torch.no_grad():
         node_a, arch_code_a, arch_code_c, _ = model.dints_space.decode()
-    dice = _supernet_dice(model, data, cfg, device)
+    dice = sliding_window_dice([model], data, cfg.patch_size, device, cfg.val_batches)[0]  # the relaxed supernet
     return {"node_a": node_a.tolist(), "arch_code_a": arch_code_a.astype(int).tolist(),
             "arch_code_c": arch_code_c.astype(int).tolist(), "supernet_dice": dice,
             "loss": [row["loss"] for row in history], "arch_loss": [row.get("arch_loss") for row in history]}
-
-
-def _supernet_dice(model: DiNTS, data: FoldData, cfg: DiNTSConfig, device: torch.device) -> float:
-    """Mean foreground validation Dice of the relaxed supernet (sliding window over whole volumes)."""
-    from monai.inferers import SlidingWindowInferer
-
-    inferer = SlidingWindowInferer(roi_size=list(cfg.patch_size), sw_batch_size=2, overlap=0.25)
-    val = make_loaders(data, 1, 0, val_batch_size=1).val
-    batches = (b for i, b in enumerate(val) if cfg.val_batches is None or i < cfg.val_batches)
-    with torch.no_grad():
-        scores = score_networks(lambda x: [inferer(x, model)], batches, data.dataset.num_classes, 1, device)
-    return float(scores[0]["dice"])
 
 
 @entry

@@ -5,6 +5,7 @@ IoU, HD95 and surface Dice, in mm)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +67,31 @@ def score_networks(
         for acc, logits in zip(scores, forwards(image), strict=True):
             acc.add(logits, label)
     return [acc.result() for acc in scores]
+
+
+def sliding_window_dice(nets: Sequence[torch.nn.Module], data: Any, patch_size: Sequence[int],
+                        device: torch.device, val_batches: int | None = None) -> list[float]:
+    """Mean foreground validation Dice of each of ``nets`` on the whole validation volumes of ``data`` (a
+    :class:`~nas_ops.data.setup.FoldData`; the first ``val_batches``, or all), through MONAI's sliding window at
+    ``patch_size``: how the 3D searches score their supernets' paths."""
+    from monai.inferers import SlidingWindowInferer
+
+    from nas_ops.data.setup import make_loaders
+
+    inferer = SlidingWindowInferer(roi_size=list(patch_size), sw_batch_size=2, overlap=0.25)
+    val = make_loaders(data, 1, 0, val_batch_size=1).val
+    batches = (b for i, b in enumerate(val) if val_batches is None or i < val_batches)
+    with torch.no_grad():
+        scores = score_networks(lambda x: [inferer(x, net) for net in nets], batches, data.dataset.num_classes,
+                                len(nets), device)
+    return [float(s["dice"]) for s in scores]
+
+
+def case_means(metrics: dict, name: str) -> dict[str, float]:
+    """Per case of an evaluation's ``metrics.json``: the mean over foreground classes of one metric (NaN classes
+    skipped; NaN when every class is)."""
+    return {c["case"]: float(np.nanmean(c[name])) if not np.all(np.isnan(c[name])) else float("nan")
+            for c in metrics["per_case"]}
 
 
 def score_network(
