@@ -89,6 +89,11 @@ def check_entry(entry: Any, path: Path, field: str) -> None:
         if not isinstance(entry.get(key), kind):
             got = "missing" if key not in entry else f"got {entry[key]!r:.60}"
             raise InputError(path, f"{field}.{key}", f"must be a {kind.__name__}: {got}")
+    from nas_ops.zoo.pack import NAME
+
+    if not NAME.fullmatch(entry["name"]):
+        raise InputError(path, f"{field}.name", f"must be lower-case letters, digits and '_', got "
+                         f"{entry['name']!r:.60}")
     check_version(entry["version"], path, f"{field}.version")
     for key in ("monai_version", "pytorch_version"):
         check_release(entry[key], path, f"{field}.{key}")

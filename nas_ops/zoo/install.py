@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import shutil
 import stat
 import tempfile
@@ -138,8 +139,6 @@ def install(name: str, index_path: str = "zoo/index.json", target_dir: str = "bu
     target = Path(target_dir) / name
     if target.exists():
         meta = target / "configs" / "metadata.json"
-        import json
-
         try:
             same = json.loads(meta.read_text())["version"] == entry["version"]
         except (OSError, ValueError, KeyError):
