@@ -303,7 +303,7 @@ def test_export_refuses_genotypes_that_do_not_fit_the_dataset(nnunet_dirs, tmp_p
     # a training step at the patch and the plans' batch that does not fit memory_limit_gb
     with pytest.raises(InputError, match=r"rgb.json: field 'batch_size': nnU-Net's 3d_fullres training needs about "
                                          r".* lower batch_size .* or patch_size, or set memory_limit_gb"):
-        export_plans(rgb, 990, "3d_fullres", adapt_io=True, name="rgb_tight", memory_limit_gb=1e-4)
+        export_plans(rgb, 990, "3d_fullres", adapt_io=True, name="rgb_tight", memory_limit_gb=8e-3)
     assert not (folder / "nnUNetPlans_unet.json").exists()
     assert not (folder / "nnUNetPlans_rgb_tight.json").exists()
 
