@@ -154,6 +154,13 @@ class Genotype:
             raise GenotypeError(source, field, err.problem) from None
         return genotype
 
+    def matches_file(self, path: str | Path) -> bool:
+        """Whether ``path`` already holds this genotype (a finished search reports it and leaves the file as is)."""
+        try:
+            return Path(path).is_file() and Genotype.load(path).to_dict() == self.to_dict()
+        except GenotypeError:
+            return False
+
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
         """Read and validate a genotype file."""

@@ -21,8 +21,7 @@ from nas_ops.c2fnas.network import CellGrid, c2fnas_genotype
 from nas_ops.c2fnas.space import OPS, enumerate_topologies, path_problem, topology_code
 from nas_ops.config import Backend, NFolds, NonNegativeInt, PositiveFloat, PositiveInt, check_output_dir
 from nas_ops.data.setup import dataset_identity, load_checked_dataset
-from nas_ops.errors import GenotypeError, InputError
-from nas_ops.genotype import Genotype
+from nas_ops.errors import InputError
 from nas_ops.resources import check_network_memory
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ def _write_genotype(output_dir: Path, cfg: C2FNASConfig, ds, dataset_dir, seed: 
     summary = {"stage": "fine", "topology": topology_code(topology), "ops": list(ops), "dice": fine["best_fitness"],
                "params": params, "macs": macs, "genotype": str(output_dir / GENOTYPE_FILE)}
     path = output_dir / GENOTYPE_FILE
-    if path.is_file() and _same_genotype(path, genotype):
+    if genotype.matches_file(path):
         log.info("the search in %s has finished: %s", output_dir, summary)
         return summary
     genotype.save(path)
@@ -150,10 +149,3 @@ def _write_genotype(output_dir: Path, cfg: C2FNASConfig, ds, dataset_dir, seed: 
     log.info("C2FNAS search done: %s", summary)
     return summary
 
-
-def _same_genotype(path: Path, genotype) -> bool:
-    """Whether ``path`` already holds ``genotype`` (a finished search is reported, its files left as they are)."""
-    try:
-        return Genotype.load(path).to_dict() == genotype.to_dict()
-    except GenotypeError:
-        return False

@@ -46,8 +46,7 @@ from nas_ops.data.splits import fold_items
 from nas_ops.dints.network import dints_genotype, quiet
 from nas_ops.engine.loop import EpochBatches, RunCheckpoint, RunEngine
 from nas_ops.engine.seeds import seed_everything, stream_seed
-from nas_ops.errors import GenotypeError, InputError
-from nas_ops.genotype import Genotype
+from nas_ops.errors import InputError
 from nas_ops.resources import check_network_memory
 from nas_ops.search_state import SearchState
 from nas_ops.training.losses import make_loss
@@ -103,6 +102,12 @@ def supernet(cfg: DiNTSConfig, in_channels: int, out_channels: int) -> DiNTS:
                  use_downsample=True)
 
 
+def weight_parameters(model: DiNTS) -> list[nn.Parameter]:
+    """The weights of a DiNTS supernet without its architecture codes (MONAI's ``weight_parameters`` of ``DiNTS``
+    includes ``log_alpha_a``/``log_alpha_c``)."""
+    return [p for n, p in model.named_parameters() if "log_alpha" not in n]
+
+
 @contextlib.contextmanager
 def meta_parameters() -> Iterator[None]:
     """Create parameters on the meta device while the rest of a constructor runs on the CPU.
@@ -150,7 +155,7 @@ class DiNTSStep:
         self.model, self.loss_fn, self.optimizer, self.arch_optimizer = model, loss_fn, optimizer, arch_optimizer
         self.space: TopologySearch = model.dints_space
         self.alphas = [self.space.log_alpha_a, self.space.log_alpha_c]
-        self.weights = [p for n, p in model.named_parameters() if "log_alpha" not in n]
+        self.weights = weight_parameters(model)
         self.arch_batches, self.cfg, self.device = arch_batches, cfg, device
         self.epoch, self.arch_losses = 0, []
         self._arch: Iterator[dict] = iter(())
@@ -212,8 +217,7 @@ def train_and_decode(data: FoldData, arch: FoldData, cfg: DiNTSConfig, state: Se
     ds = data.dataset
     seed_everything(stream_seed(seed, 7_000))  # the supernet's initial weights and codes
     model = supernet(cfg, ds.in_channels, ds.num_classes).to(device)
-    weights = [p for n, p in model.named_parameters() if "log_alpha" not in n]
-    optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(weight_parameters(model), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     arch_optimizer = torch.optim.Adam([model.dints_space.log_alpha_a, model.dints_space.log_alpha_c],
                                       lr=cfg.arch_lr, betas=(0.5, 0.999), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.epochs, power=0.9)
@@ -323,13 +327,9 @@ def _write_genotype(output_dir: Path, cfg: DiNTSConfig, ds, dataset_dir, seed: i
     path = output_dir / GENOTYPE_FILE
     summary = {"variant": "dints", "dice": result["supernet_dice"], "params": params, "macs": macs,
                "active_paths": int(np.asarray(result["arch_code_a"]).sum()), "genotype": str(path)}
-    if path.is_file():
-        try:
-            if Genotype.load(path).to_dict() == genotype.to_dict():
-                log.info("the DiNTS search in %s has finished: %s", output_dir, summary)
-                return summary
-        except GenotypeError:
-            pass
+    if genotype.matches_file(path):
+        log.info("the DiNTS search in %s has finished: %s", output_dir, summary)
+        return summary
     genotype.save(path)
     log.info("DiNTS search done: %s", summary)
     return summary

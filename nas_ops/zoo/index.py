@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 from nas_ops.atomic import write_json_atomic
 from nas_ops.bundle import entry
 from nas_ops.errors import InputError
+from nas_ops.training.artifacts import sha256_file
 
 FORMAT = 1
 
@@ -32,11 +33,13 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The hex sha256 of a file (the index stores bare hex digests)."""
+    return sha256_file(path).split(":", 1)[1]
+
+
+def release_key(version: str) -> tuple[int, ...]:
+    """A version's numeric release (``2.14.1+cu124`` -> ``(2, 14, 1)``), for ordering and compatibility."""
+    return tuple(int(x) for x in version.split("+")[0].split(".")[:3] if x.isdigit())
 
 
 def local_path(location: str, base: Path | None = None, source: Any = "zoo", field: str = "index_path") -> Path:

@@ -27,15 +27,11 @@ from typing import Any
 from nas_ops.bundle import entry
 from nas_ops.config import check_output_dir
 from nas_ops.errors import InputError
-from nas_ops.zoo.index import check_release, local_path, read_index, sha256_path
+from nas_ops.zoo.index import check_release, local_path, read_index, release_key, sha256_path
 
 MAX_MEMBER_BYTES = 4 * 2**30  # no file of a bundle is larger (the biggest 3D models are well under 1 GiB)
 MAX_RATIO = 200  # deflate of float weights gives ~1.1x, of JSON ~5x; 1000x is a bomb
 CHUNK = 1 << 20
-
-
-def _parse(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split("+")[0].split(".")[:3] if x.isdigit())
 
 
 def _check_version(needed: str | None, package: str, source: Path, field: str) -> None:
@@ -47,7 +43,7 @@ def _check_version(needed: str | None, package: str, source: Path, field: str) -
         have = installed_version(package)
     except PackageNotFoundError:
         raise InputError(source, field, f"the bundle needs {package} {needed}, which is not installed") from None
-    h, n = _parse(have), _parse(needed)
+    h, n = release_key(have), release_key(needed)
     if h[:1] != n[:1] or h < n:
         raise InputError(source, field, f"the bundle was made with {package} {needed}; {have} is installed: "
                          f"install {package} >= {needed} (same major version) or pick another version")
@@ -60,7 +56,7 @@ def find_entry(doc: dict[str, Any], path: Path, name: str, version: str | None) 
         known = sorted({e.get("name") for e in doc["bundles"]})
         raise InputError(path, "name", f"no bundle {name!r} in the index (it has: {known})")
     if version is None:
-        return max(mine, key=lambda e: _parse(e["version"]))
+        return max(mine, key=lambda e: release_key(e["version"]))
     for e in mine:
         if e["version"] == version:
             return e

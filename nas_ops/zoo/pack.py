@@ -26,7 +26,8 @@ from nas_ops.atomic import atomic_write
 from nas_ops.bundle import entry
 from nas_ops.config import check_output_dir
 from nas_ops.errors import InputError
-from nas_ops.training.artifacts import GENOTYPE_FILE, MODEL_FILE, read_info, sha256_file, verify_checksums
+from nas_ops.training.artifacts import GENOTYPE_FILE, MODEL_FILE, read_info, verify_checksums
+from nas_ops.zoo.index import release_key, sha256_path
 
 BUNDLES = ("bixnas", "mbnas", "c2fnas")
 WORKFLOWS = ("train", "inference", "evaluate")
@@ -52,10 +53,6 @@ def bundle_name(bundle: Path) -> str | None:
         return None
     found = re.search(r"bundle_root\('(\w+)'\)", str(root))
     return found.group(1) if found else None
-
-
-def _key(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in version.split("."))
 
 
 def _json(doc: Any) -> bytes:
@@ -154,9 +151,10 @@ def pack(run_dir: str, method: str, version: str | int | float, out_dir: str = "
         raise InputError(source, "name", f"must be lower-case letters, digits and '_', got {name!r}")
 
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    older = {k: v for k, v in meta.get("changelog", {}).items() if VERSION.match(k) and _key(k) < _key(version)}
+    older = {k: v for k, v in meta.get("changelog", {}).items()
+             if VERSION.fullmatch(k) and release_key(k) < release_key(version)}
     meta.update(version=version, changelog={version: changelog, **older},
-                eval_metrics=metrics, genotype_sha256=sha256_file(model_dir / GENOTYPE_FILE).split(":", 1)[1],
+                eval_metrics=metrics, genotype_sha256=sha256_path(model_dir / GENOTYPE_FILE),
                 name=name, method=method, dataset=dataset.get("name"))
     fmt = meta["network_data_format"]
     image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
