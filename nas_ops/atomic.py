@@ -1,6 +1,6 @@
 """Atomic file writes: a kill at any moment leaves the old file or the new one, never half of one.
 
-Only the main process of a distributed run writes (:func:`nas_ops.engine.dist.is_main_process`): other ranks
+Only the main process of a distributed run writes (:func:`nas_ops.process.is_main_process`): other ranks
 return without touching the disk. A written file gets the permissions of a plain ``open`` under the user's umask
 (a temporary file is created 0600), so results are readable by whoever could read the folder.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from nas_ops.engine.dist import is_main_process
+from nas_ops.process import is_main_process
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:

@@ -9,8 +9,10 @@ workers); search configs hold a nested ``search`` block checked by the method, a
 ``output_dir``: ``search/``, ``train/`` (with ``train/models/``), ``predictions/`` and ``eval/``; no step writes
 into another's.
 
-Errors: when a bundle run (``python -m monai.bundle run``) or a CLI meets bad input, the user sees one line,
-``error: <file>: field '<field>': <problem>``, and exit status 1; ``MEDSEG_NAS_DEBUG=1`` shows the traceback.
+This module is the adapter between MONAI's config parser and the library; the library never imports it. Every
+function here is called from a config, and installs the one-line error path for the bundle run
+(:func:`nas_ops.entry.install_error_hook`). The key check reads the running config through MONAI's ``ConfigParser``,
+found on the call stack (:func:`active_parser`): a config expression has no other way to see every key of its config.
 """
 
 from __future__ import annotations
@@ -19,22 +21,36 @@ import functools
 import inspect
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
-from nas_ops.config import PositiveInt, checked
+from nas_ops.config import CONVENTIONS, PositiveInt, check_value, nearest
+from nas_ops.data.setup import load_checked_dataset
+from nas_ops.engine.seeds import seed_everything
+from nas_ops.entry import entry, install_error_hook
 from nas_ops.errors import InputError
+from nas_ops.genotype import Genotype
+from nas_ops.process import prepare_process
 from nas_ops.resources import DEFAULT_MAX_PARAMS, check_parameters
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEBUG_ENV = "MEDSEG_NAS_DEBUG"
 log = logging.getLogger(__name__)
 
 
+def config_call(fn: F) -> F:
+    """A function a bundle config calls: the one-line error path installed first, then :func:`nas_ops.entry.entry`."""
+    checked_fn = entry(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        install_error_hook()
+        return checked_fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@config_call
 def bundle_root(name: str) -> str:
     """The bundle's folder: ``bundles/<name>`` under the working directory (a checkout of this project), or the
     working directory itself when it is the bundle (a bundle downloaded from a model zoo)."""
@@ -47,88 +63,6 @@ def bundle_root(name: str) -> str:
         None, "bundle_root", f"cannot find bundle '{name}' from {Path.cwd()}: run from the project's root or the "
         "bundle's folder, or pass --bundle_root",
     )
-
-
-# ------------------------------------------------------------------------------------------------- error path
-
-
-
-def one_line(err: InputError) -> str:
-    """The line a user sees for bad input."""
-    return f"error: {err}"
-
-
-def fail(err: InputError) -> SystemExit:
-    """The exit for bad input: one line on stderr, status 1 (a traceback with ``MEDSEG_NAS_DEBUG=1``)."""
-    log.debug("bad input", exc_info=err)
-    return SystemExit(one_line(err))
-
-
-def _debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
-def entry(fn: F) -> F:
-    """Mark a function a bundle config or CLI calls: its arguments are checked against its type hints
-    (:func:`nas_ops.config.checked`), and inside a bundle run bad input leaves as one line.
-
-    Outside a bundle run (a Python caller, a test) the :class:`~nas_ops.errors.InputError` is raised as is;
-    unexpected errors always keep their traceback.
-    """
-    return _one_line_errors(checked(fn), when=lambda: active_parser() is not None)
-
-
-def cli(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a function for ``fire``: bad input leaves as one line and status 1."""
-    return _one_line_errors(fn, when=lambda: True)
-
-
-def fire_main(commands: Callable[..., Any] | dict[str, Callable[..., Any]], argv: list[str] | None = None) -> Any:
-    """Run a ``fire`` CLI (one function, or commands by name) with the one error path, after refusing an option
-    the function does not take: fire would call the function without it and only then complain, so a typo'd
-    ``--out_dri`` would still write into the default folder."""
-    import sys
-
-    import fire
-
-    from nas_ops.config import nearest
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    fn, rest, where = commands, args, Path(sys.argv[0]).name
-    if isinstance(commands, dict):
-        if not args or args[0] not in commands:
-            return fire.Fire({name: cli(f) for name, f in commands.items()}, command=args)
-        fn, rest, where = commands[args[0]], args[1:], f"{where} {args[0]}"
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        for arg in rest:
-            if arg == "--":
-                break
-            if arg.startswith("--") and arg not in ("--help", "--interactive", "--trace", "--verbose"):
-                key = arg[2:].split("=", 1)[0].replace("-", "_")
-                if key not in params:
-                    raise fail(InputError(where, key, f"unknown option{nearest(key, list(params))}; options: "
-                                          f"{['--' + n for n, q in params.items() if q.kind is not q.VAR_POSITIONAL]}"))
-    target = {name: cli(f) for name, f in commands.items()} if isinstance(commands, dict) else cli(commands)
-    return fire.Fire(target, command=args)
-
-
-def _one_line_errors(fn: F, when: Callable[[], bool]) -> F:
-    """``fn`` with its InputError turned into the one-line exit when ``when()`` (and not debugging)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as err:
-            if _debug() or not when():
-                raise
-            raise fail(err) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-bundle_root = entry(bundle_root)
 
 
 def active_parser() -> Any:
@@ -160,13 +94,10 @@ def known_keys(root: str | Path) -> dict[str, set[str]]:
     return out
 
 
-@entry
 def check_config(root: str | Path, workflow: str) -> None:
     """Refuse a top-level key of the running config that no config of the bundle defines (a typo'd override),
     naming the nearest known key, and a nested key of ``search`` the method does not know is refused by the
     method's config block. Run first, from a config's ``initialize``."""
-    from nas_ops.config import nearest
-
     parser = active_parser()
     if parser is None:
         return
@@ -181,7 +112,7 @@ def check_config(root: str | Path, workflow: str) -> None:
                      if elsewhere else ": no config of this bundle reads it")
             raise InputError(source, key, f"unknown key{nearest(key, mine)}{where}")
     for key, value in parser.get().items():
-        _check_component_keys(value, key, source)
+        _check_component_keys(value, key, source, list(parser.get()))
 
 
 WORKFLOWS = ("search.json", "train.json", "inference.json", "evaluate.json")
@@ -202,8 +133,10 @@ def _component(target: str) -> Callable[..., Any] | None:
     return found if callable(found) else None
 
 
-def _check_component_keys(node: Any, path: str, source: str) -> None:
-    """Refuse an argument a config component's ``_target_`` does not take (``--optimizer#lrr``), recursively."""
+def _check_component_keys(node: Any, path: str, source: str, config_keys: list[str]) -> None:
+    """Refuse an argument a config component's ``_target_`` does not take (``--optimizer#lrr``), recursively,
+    naming the nearest argument it takes or, failing one, the nearest key of the config (``--trainer#epoch``: the
+    trainer takes a ``recipe``, the config's key is ``epochs``)."""
     if not isinstance(node, dict):
         return
     target = node.get("_target_")
@@ -214,43 +147,20 @@ def _check_component_keys(node: Any, path: str, source: str) -> None:
         except (TypeError, ValueError):
             params = None
         if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            from nas_ops.config import nearest
-
             for key in node:
                 if not key.startswith("_") and key not in params:
-                    raise InputError(source, f"{path}#{key}", f"unknown argument of {target}"
-                                     f"{nearest(key, [p for p in params if p != 'self'])}")
+                    hint = nearest(key, [p for p in params if p != "self"]) or nearest(key, config_keys)
+                    raise InputError(source, f"{path}#{key}", f"unknown argument of {target}{hint}")
     for key, value in node.items():
         if not key.startswith("_"):
-            _check_component_keys(value, f"{path}#{key}", source)
+            _check_component_keys(value, f"{path}#{key}", source, config_keys)
 
 
-def set_threads(num_threads: int | None, source: str | None = None) -> None:
-    """torch's CPU threads for this process (None: torch's default)."""
-    if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise InputError(source, "num_threads", f"must be a positive integer or null, got {num_threads!r}")
-        torch.set_num_threads(num_threads)
-
-
-def prepare_process(device: str, num_threads: int | None, source: str | None = None) -> torch.device:
-    """A run's device (checked: known, and present on this machine) and torch's CPU threads."""
-    from nas_ops.training.devices import resolve_device
-
-    dev = resolve_device(device, source)
-    set_threads(num_threads, source)
-    return dev
-
-
-@entry
+@config_call
 def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | None = None) -> None:
     """A bundle config's ``initialize``: check its keys (unknown ones, and the shared ones' types and ranges,
     :data:`nas_ops.config.CONVENTIONS`) before any component is built, set torch's threads and seed every RNG (so
     the network built from ``network_def`` starts from the run's seed)."""
-    from nas_ops.config import CONVENTIONS, check_value
-    from nas_ops.data.setup import allow_outside_dataset_dir
-    from nas_ops.engine.seeds import seed_everything
-
     check_config(root, workflow)
     source = f"{Path(root) / 'configs' / workflow}.json"
     parser = active_parser()
@@ -259,25 +169,20 @@ def initialize(root: str | Path, workflow: str, seed: int, num_threads: int | No
             if key in CONVENTIONS:
                 check_value(key, parser.get_parsed_content(key), CONVENTIONS[key], source)
     check_value("seed", seed, CONVENTIONS["seed"], source)
-    allow_outside_dataset_dir(bool(parser is not None and "allow_outside_dataset_dir" in parser.get()
-                                   and parser.get_parsed_content("allow_outside_dataset_dir")))
     prepare_process(parser.get_parsed_content("device") if parser is not None and "device" in parser.get()
                     else "cpu", num_threads, source)
     seed_everything(seed)
 
 
-@entry
+@config_call
 def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channels: bool = False,
-             max_params: PositiveInt = DEFAULT_MAX_PARAMS):
+             max_params: PositiveInt = DEFAULT_MAX_PARAMS, allow_outside_dataset_dir: bool = False) -> Genotype:
     """The genotype a config trains: read and validated; with ``fit_channels`` its input and output channels set to
     the dataset's (e.g. a shipped baseline trained on MSD Prostate's 2 modalities and 3 classes), in memory: the
     file is never rewritten. A network of more than ``max_params`` parameters is refused before it is built."""
-    from nas_ops.data.setup import load_checked_dataset
-    from nas_ops.genotype import Genotype
-
     geno = Genotype.load(path)
     if fit_channels and dataset_dir is not None:
-        ds = load_checked_dataset(dataset_dir, deep=False)
+        ds = load_checked_dataset(dataset_dir, deep=False, allow_outside=allow_outside_dataset_dir)
         if (geno.in_channels, geno.out_channels) != (ds.in_channels, ds.num_classes):
             log.info("fitting %s to %s: in_channels %d -> %d, out_channels %d -> %d", path, ds.name,
                      geno.in_channels, ds.in_channels, geno.out_channels, ds.num_classes)
@@ -286,11 +191,10 @@ def genotype(path: str | Path, dataset_dir: str | Path | None = None, fit_channe
     return geno
 
 
-@entry
-def trained_model(model_dir: str | Path):
+@config_call
+def trained_model(model_dir: str | Path) -> tuple[Genotype, Any]:
     """``(genotype, geometry)`` of the trained model in ``model_dir`` (a train run's ``models/``): what an
     inference config builds its ``network_def`` and ``inferer`` from; refused when there is no trained model."""
-    from nas_ops.genotype import Genotype
     from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, read_info, verify_checksums
 
     info = read_info(model_dir)

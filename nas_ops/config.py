@@ -219,6 +219,11 @@ class ConfigBlock:
     def check(self, source: str | None, prefix: str = "") -> None:
         """Checks across fields (override); single fields are checked from their types."""
 
+    def checked(self, source: str | None = None, prefix: str = ""):
+        """This block, checked as :meth:`from_values` checks a bundle's (for a block built by its constructor, e.g.
+        a config component)."""
+        return type(self).from_values(dataclasses.asdict(self), source, prefix)
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
         return json_ready(dataclasses.asdict(self))

@@ -17,6 +17,7 @@ Parameters are the unique parameter tensors of the module (shared ones once).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -182,3 +183,25 @@ def estimate_training_memory(build: Callable[[], nn.Module], input_shape: Sequen
     activations = sum(t.numel() * t.element_size() for t in saved.values())
     activations += x.numel() * x.element_size() + out.numel() * out.element_size()
     return MemoryEstimate(params=params, parameter_bytes=params * 4 * 4, activation_bytes=int(activations))
+
+
+def time_training_step(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, repeats: int = 5,
+                       warmup: int = 1) -> float:
+    """Median seconds of one training step of ``model`` on its device (forward, a mean loss, backward, an Adam
+    step) at ``(batch_size, *input_shape)`` on random data; no data loading. Absolute figures depend on the
+    machine and on what else runs: compare models timed side by side."""
+    device = next(model.parameters()).device
+    x = torch.randn(batch_size, *input_shape, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+    times = []
+    for i in range(warmup + repeats):
+        tic = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        model(x).float().mean().backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - tic)
+    return float(sorted(times)[len(times) // 2])

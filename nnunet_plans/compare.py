@@ -9,7 +9,8 @@ For one dataset and configuration, a *model* is a plans identifier trained by a 
   that fold) and writes ``comparison.md``, ``comparison.csv``, ``per_case.csv`` and ``dice_boxplot.png``:
   mean ± std Dice per class over the validation cases of all folds, parameters and MACs (from the plans),
   a Friedman test across models (blocks: cases; needs >= 3 models) and a two-sided Wilcoxon signed-rank test of
-  each other model against the reference, paired by case. A case's score is its mean Dice over the foreground
+  each other model against the reference, paired by case, Holm-adjusted as one family (the statistics are
+  :mod:`nas_ops.study.statistics`, shared with the study). A case's score is its mean Dice over the foreground
   classes (classes with no reference and no prediction voxels, Dice NaN in nnU-Net, are left out).
 """
 
@@ -21,17 +22,16 @@ import math
 import os
 import shutil
 import sys
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from nas_ops.engine.execution import Job, executor
 from nas_ops.errors import InputError
+from nas_ops.study.statistics import TestResult, friedman, holm, wilcoxon
 from nnunet_plans.plans import (
     PlannedDataset,
     build_planned_network,
@@ -214,62 +214,12 @@ def _add_costs(result: ModelResult, folder: Path, configuration: str) -> None:
 # -- statistics -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TestResult:
-    """One hypothesis test: statistic and p, or why it was not computed."""
-
-    name: str
-    statistic: float | None
-    p: float | None
-    n: int
-    note: str = ""
-
-    def text(self) -> str:
-        if self.p is None:
-            return f"{self.name}: not computed ({self.note})"
-        extra = f"; {self.note}" if self.note else ""
-        return f"{self.name}: statistic {self.statistic:.4g}, p = {self.p:.4g} (n = {self.n}{extra})"
-
-
 def paired_scores(results: Sequence[ModelResult], classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """Cases every model scored (a finite foreground-mean Dice) and the ``(models, cases)`` score matrix."""
     common = sorted(set.intersection(*(set(r.dice) for r in results)))
     scores = np.array([[r.case_score(c, classes) for c in common] for r in results]).reshape(len(results), -1)
     keep = ~np.isnan(scores).any(axis=0)
     return [c for c, k in zip(common, keep, strict=True) if k], scores[:, keep]
-
-
-def friedman(scores: np.ndarray) -> TestResult:
-    """Friedman test across models (rows), blocks = cases (columns)."""
-    name = "Friedman (models x cases)"
-    k, n = scores.shape
-    if k < 3:
-        return TestResult(name, None, None, n, f"not applicable: needs >= 3 models, got {k}; see the Wilcoxon tests")
-    if n < 2:
-        return TestResult(name, None, None, n, f"needs >= 2 paired cases, got {n}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.friedmanchisquare(*scores)
-    if not np.isfinite(res.pvalue):
-        return TestResult(name, None, None, n, "every case ties across models")
-    return TestResult(name, float(res.statistic), float(res.pvalue), n, f"chi2({k - 1})")
-
-
-def wilcoxon(model: np.ndarray, reference: np.ndarray, label: str, ref_label: str) -> TestResult:
-    """Two-sided Wilcoxon signed-rank test of per-case scores against the reference's."""
-    name = f"Wilcoxon {label} vs {ref_label}"
-    n = len(model)
-    if n < 1:
-        return TestResult(name, None, None, n, "no paired cases")
-    diff = model - reference
-    if np.all(diff == 0):
-        return TestResult(name, None, None, n, "every paired difference is zero")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.wilcoxon(model, reference)
-    if not np.isfinite(res.pvalue):
-        return TestResult(name, None, None, n, "not computable for these differences")
-    return TestResult(name, float(res.statistic), float(res.pvalue), n, f"mean difference {diff.mean():+.4f}")
 
 
 # -- the report -----------------------------------------------------------------------------------------------
@@ -316,6 +266,7 @@ def write_report(results: Sequence[ModelResult], out_dir: str | Path, title: str
     ref = results[0]
     fried = friedman(scores)
     wil = [wilcoxon(scores[i], scores[0], r.model.label, ref.model.label) for i, r in enumerate(results) if i > 0]
+    wil = [replace(w, p_holm=h) for w, h in zip(wil, holm([w.p for w in wil]), strict=True)]  # one family
 
     rows = []
     for i, r in enumerate(results):
@@ -328,6 +279,7 @@ def write_report(results: Sequence[ModelResult], out_dir: str | Path, title: str
         row["params"], row["macs"] = r.params, r.macs
         row["patch_size"] = "x".join(map(str, r.patch_size)) if r.patch_size else ""
         row["wilcoxon_p_vs_reference"] = "" if i == 0 else ("" if wil[i - 1].p is None else wil[i - 1].p)
+        row["wilcoxon_p_holm"] = "" if i == 0 else ("" if wil[i - 1].p_holm is None else wil[i - 1].p_holm)
         rows.append(row)
 
     table_csv = out / "comparison.csv"
@@ -350,13 +302,13 @@ def write_report(results: Sequence[ModelResult], out_dir: str | Path, title: str
           f"{', '.join(map(str, results[0].folds))} (nnU-Net's `fold_X/validation/summary.json`); mean ± std over "
           f"cases. Reference: **{ref.model.label}**.", ""]
     header = ["model", *(f"Dice {names[k]}" for k in keys), "Dice fg mean", "params", "GMACs (patch)", "cases",
-              "Wilcoxon p vs ref"]
+              "Wilcoxon p vs ref (Holm)"]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         dice = [f"{row[f'dice_{names[k]}_mean']:.4f} ± {row[f'dice_{names[k]}_std']:.4f}" for k in keys]
         cost = [f"{row['params']:,}" if row["params"] is not None else "-",
                 f"{row['macs'] / 1e9:.3f} ({row['patch_size']})" if row["macs"] is not None else "-"]
-        p = row["wilcoxon_p_vs_reference"]
+        p = row["wilcoxon_p_holm"]
         p_text = "reference" if i == 0 else f"{p:.4g}" if p != "" else "-"
         fg = f"{row['dice_fg_mean']:.4f} ± {row['dice_fg_std']:.4f}"
         md.append("| " + " | ".join([row["model"], *dice, fg, *cost, str(row["cases"]), p_text]) + " |")

@@ -21,10 +21,10 @@ from pathlib import Path
 from nas_ops.atomic import write_json_atomic
 from nas_ops.errors import GenotypeError, InputError
 from nas_ops.genotype import Genotype
+from nas_ops.process import resolve_device
 from nas_ops.protocol import check_protocol
 from nas_ops.registry import build_network
 from nas_ops.resources import check_network_memory
-from nas_ops.training.devices import resolve_device
 from nnunet_plans.network import SearchedNetwork
 from nnunet_plans.plans import PlannedDataset, dataset_id, load_planned, network_cost
 from nnunet_plans.trainers import TRAINERS, ext_trainer_dir
@@ -47,6 +47,24 @@ class Export:
     params: int
     macs: int
     commands: list[str]
+
+
+def write_split(split_file: str | Path, folder: Path) -> Path:
+    """Copy folds in nnU-Net's format into ``folder/splits_final.json`` (the same file again is fine)."""
+    from nas_ops.errors import read_json
+
+    folds = read_json(split_file, what="nnU-Net's splits_final.json")
+    if not isinstance(folds, list) or not folds or not all(
+            isinstance(f, dict) and set(f) == {"train", "val"} for f in folds):
+        raise InputError(split_file, "<root>", "must be a list of folds {\"train\": [...], \"val\": [...]}")
+    target = folder / "splits_final.json"
+    if target.is_file():
+        if read_json(target) != folds:
+            raise InputError(target, "splits_final.json", f"holds other folds than {split_file}: nnU-Net would keep "
+                             "them; move it away to use the study's split")
+        return target
+    write_json_atomic(target, folds)
+    return target
 
 
 def net_strides(stride: int, spatial_dims: int, source: str | Path | None = None) -> list[list[int]]:
@@ -115,6 +133,7 @@ def export_plans(
     device: str | None = None,
     folds: tuple[int, ...] = (0, 1, 2, 3, 4),
     memory_limit_gb: float | None = None,
+    split_file: str | Path | None = None,
 ) -> Export:
     """Write ``<source_plans>_<name>.json`` for a genotype file and return the plans path and train commands.
 
@@ -122,7 +141,10 @@ def export_plans(
     stride (``rounding``: nearest, up or down); ``adapt_io`` rebuilds a genotype with the dataset's channel and class
     counts instead of refusing it; ``trainer`` and ``device`` only shape the printed commands. A training step at
     the patch and the plans' batch size that would need more than ``memory_limit_gb`` (default: 80 % of this
-    machine's GPU, or of its memory without one) is refused before anything is written.
+    machine's GPU, or of its memory without one) is refused before anything is written. ``split_file``: folds in
+    nnU-Net's ``splits_final.json`` format (a study's ``data/dev/splits_final.json``) written into the dataset's
+    preprocessed folder, so nnU-Net validates on the folds the search and the study used (an existing, different
+    ``splits_final.json`` there is refused: nnU-Net would keep it).
     """
     source = Path(genotype)
     geno = Genotype.load(source)
@@ -158,6 +180,8 @@ def export_plans(
                          int(config["batch_size"]), resolve_device("auto"), memory_limit_gb, "patch_size",
                          str(source), what=f"nnU-Net's {configuration} training")
 
+    if split_file is not None:
+        write_split(split_file, planned.folder)
     plans_name = f"{source_plans}_{name}"
     config.pop("inherits_from", None)
     config.update(patch_size=patch, architecture={"network_class_name": NETWORK_CLASS, "arch_kwargs": arch_kwargs,

@@ -28,9 +28,16 @@ import torch
 from torch import nn
 
 from nas_ops.bixnas.bionet import bionet_genotype
-from nas_ops.bixnas.bixnet import bionet_pp_genotype, released_genotype
 from nas_ops.bixnas.phase2 import combine, draw_stage_samples, searched_stages, shared_head_step, tails_forward
-from nas_ops.bixnas.space import LEVELS, SkipSets, candidates, normalise_skip_sets, stage_name
+from nas_ops.bixnas.space import (
+    LEVELS,
+    SkipSets,
+    bionet_pp_genotype,
+    candidates,
+    normalise_skip_sets,
+    released_genotype,
+    stage_name,
+)
 from nas_ops.bixnas.supernet import BiXSupernet
 from nas_ops.cost_model import count_macs
 from nas_ops.registry import build_network

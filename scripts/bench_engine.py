@@ -17,9 +17,9 @@ import time
 import torch
 
 from nas_ops.baselines.unet import unet_genotype
-from nas_ops.bundle import fire_main
 from nas_ops.engine.loop import RunCheckpoint, RunEngine
 from nas_ops.engine.steps import SupervisedStep
+from nas_ops.entry import fire_main
 from nas_ops.registry import build_network
 from nas_ops.search_state import SearchState
 from nas_ops.training.losses import make_loss

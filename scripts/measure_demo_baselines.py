@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from nas_ops.baselines.unet import unet_genotype
-from nas_ops.bundle import fire_main
 from nas_ops.data import ensure_demo_data, fold_items, load_case, load_msd_dataset, read_array, threshold_dice
+from nas_ops.data.geometry import DataGeometry
+from nas_ops.entry import fire_main
 from nas_ops.training.chain import train_predict_evaluate
+from nas_ops.training.recipe import Recipe
 
 NETS = {  # name -> U-Net spec: the tiny net has 2 levels of 4/8 channels and one conv per level
     "tiny net": {"features": [4, 8], "convs_per_level": 1},
@@ -56,8 +58,9 @@ def measure(root: str = "demo_data", out: str = "docs/demo_data.md", work: str =
             g = unet_genotype(2, ds.in_channels, ds.num_classes, **spec).replace(name=name)
             g.save(run / "source_genotype.json")
             tic = time.perf_counter()
-            _, m = train_predict_evaluate(run / "source_genotype.json", dataset_dir, run, epochs=s["epochs"],
-                                          batch_size=s["batch_size"], spatial_size=s["spatial_size"], device="cpu")
+            _, m = train_predict_evaluate(run / "source_genotype.json", dataset_dir, run,
+                                          recipe=Recipe(epochs=s["epochs"], batch_size=s["batch_size"]),
+                                          geometry=DataGeometry(spatial_size=s["spatial_size"]), device="cpu")
             res[name] = {
                 "dice": [m["summary"]["dice"][c]["mean"] for c in classes],
                 "std": [m["summary"]["dice"][c]["std"] for c in classes],

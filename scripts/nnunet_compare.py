@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from nas_ops.bundle import fire_main
+from nas_ops.entry import fire_main
 from nnunet_plans.compare import compare
 
 

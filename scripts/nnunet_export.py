@@ -9,7 +9,7 @@ nnUNetv2_plan_and_preprocess run for DATASET (docs/nnunet.md).
 
 from __future__ import annotations
 
-from nas_ops.bundle import fire_main
+from nas_ops.entry import fire_main
 from nnunet_plans.export import export_plans
 
 

@@ -9,7 +9,7 @@ python scripts/zoo.py export models/bixnas_demomonuseg      # models/model.ts an
 
 from __future__ import annotations
 
-from nas_ops.bundle import fire_main
+from nas_ops.entry import fire_main
 from nas_ops.zoo.export import export
 from nas_ops.zoo.index import index, listing
 from nas_ops.zoo.install import install

@@ -19,10 +19,14 @@ SMALL = {"device": "cpu", "num_threads": 1, "n_folds": 4, "epochs": 1, "batch_si
 
 
 def run_bundle(configs: str | list[str], **overrides) -> None:
-    """What ``python -m monai.bundle run --config_file ... --key value`` runs, in this process."""
+    """What ``python -m monai.bundle run --config_file ... --key value`` runs, in this process, and what its user
+    sees of bad input (the bundle run's error hook: one line, exit status 1)."""
     from monai.bundle.scripts import run
 
-    run(config_file=configs if isinstance(configs, list) else [configs], **overrides)
+    from nas_ops.entry import command_line
+
+    with command_line():
+        run(config_file=configs if isinstance(configs, list) else [configs], **overrides)
 
 
 def listing(folder: Path) -> dict[str, bytes]:
@@ -336,7 +340,7 @@ def test_the_nnunet_export_cli_refuses_in_one_line(user, tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("nnunet_export", REPO_ROOT / "scripts" / "nnunet_export.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from nas_ops.bundle import cli
+    from nas_ops.entry import cli
 
     missing = tmp_path / "missing.json"
     assert refused(cli(module.main), str(missing), "990") == f"error: {missing}: field '<file>': no such file"

@@ -9,8 +9,18 @@ import torch
 import torch.nn.functional as F
 
 from nas_ops.bixnas.bionet import BiONet, bionet_genotype
-from nas_ops.bixnas.bixnet import RELEASED_SKIP_SETS, BiXNet, bionet_pp_genotype, bixnet_genotype, released_genotype
-from nas_ops.bixnas.space import analyse, full_skip_sets, make_spec, normalise_skip_sets, stage_name
+from nas_ops.bixnas.network import BiXNet
+from nas_ops.bixnas.space import (
+    RELEASED_SKIP_SETS,
+    analyse,
+    bionet_pp_genotype,
+    bixnet_genotype,
+    full_skip_sets,
+    make_spec,
+    normalise_skip_sets,
+    released_genotype,
+    stage_name,
+)
 from nas_ops.bixnas.supernet import BiXSupernet, selection_fuse
 from nas_ops.cost_model import count_macs, count_params
 from nas_ops.errors import GenotypeError

@@ -19,12 +19,13 @@ import torch
 
 from nas_ops.c2fnas.cells import make_op
 from nas_ops.c2fnas.evolution import evolve, mutate, random_ops
-from nas_ops.c2fnas.network import C2FNASNet, CellGrid, c2fnas_genotype, path_state_dict
+from nas_ops.c2fnas.network import C2FNASNet, CellGrid, path_state_dict
 from nas_ops.c2fnas.search import search
 from nas_ops.c2fnas.space import (
     C2FNAS_PANC_LEVELS,
     C2FNAS_PANC_OPS,
     OPS,
+    c2fnas_genotype,
     encode,
     enumerate_topologies,
     group_topologies,

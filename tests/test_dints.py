@@ -17,11 +17,13 @@ import pytest
 import torch
 from monai.networks.nets import DiNTS, TopologyInstance
 
-from nas_ops.c2fnas import variants
+from nas_ops.c2fnas.search import search as c2fnas_search
 from nas_ops.cost_model import count_macs, count_params
 from nas_ops.data import make_mri_dataset
-from nas_ops.dints.network import dints_genotype, path_ends, quiet, random_genotype
-from nas_ops.dints.search import DiNTSConfig, DiNTSStep, search, supernet
+from nas_ops.dints.config import DiNTSConfig
+from nas_ops.dints.search import search
+from nas_ops.dints.space import dints_genotype, path_ends, quiet, random_genotype
+from nas_ops.dints.topology_search import DiNTSStep, supernet
 from nas_ops.errors import GenotypeError, InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
@@ -190,14 +192,14 @@ def test_too_much_memory_and_bad_settings_are_refused_before_anything_is_written
     assert not out.exists()
 
 
-def test_a_search_folder_of_the_other_variant_is_refused(volumes, reference, tmp_path):
+def test_a_search_folder_of_another_method_is_refused(volumes, reference, tmp_path):
     out, _ = reference
     common = {k: v for k, v in TINY.items() if k in ("n_folds", "device", "num_threads")}
-    with pytest.raises(InputError, match=r"dints_state.pt: field 'variant': .* holds a dints search: give the "
-                                         r"c2fnas variant its own folder"):
-        variants.search("c2fnas", out, dataset_dir=volumes, **common)
-    with pytest.raises(InputError, match=r"field 'dints#epochz': unknown key"):
-        variants.search("dints", tmp_path / "x", dints={"epochz": 3}, dataset_dir=volumes, **common)
+    with pytest.raises(InputError, match=r"search_method.json: field 'method': .* holds a DiNTS search: give the "
+                                         r"C2FNAS search its own output_dir"):
+        c2fnas_search(volumes, out, **common)
+    with pytest.raises(InputError, match=r"field 'search#epochz': unknown key"):
+        search(volumes, tmp_path / "x", config={"epochz": 3}, **common)
     assert not (tmp_path / "x").exists()
 
 
@@ -236,7 +238,7 @@ def test_sigkill_mid_search_resumes_to_the_same_genotype(reference, volumes, tmp
         assert (out / name).read_bytes() == (ref_out / name).read_bytes(), name
 
 
-def test_the_dints_variant_of_the_bundle_searches_and_its_genotype_trains(tmp_path):
+def test_the_dints_overlay_of_the_bundle_searches_and_its_genotype_trains(tmp_path):
     data = make_mri_dataset(tmp_path / "Task900_TinyMRI", num_patients=6, shape=(32, 32, 32), seed=0)
     out = tmp_path / "dints"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -244,22 +246,22 @@ def test_the_dints_variant_of_the_bundle_searches_and_its_genotype_trains(tmp_pa
     common = ["--dataset_dir", str(data), "--output_dir", str(out), "--device", "cpu", "--num_threads", "1",
               "--n_folds", "3"]
 
-    def bundle(workflow: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                               f"bundles/c2fnas/configs/{workflow}.json", *common, *args], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+    def bundle(workflow: str, *args: str, overlay: str | None = None) -> subprocess.CompletedProcess:
+        files = [f"bundles/c2fnas/configs/{name}.json" for name in (workflow, overlay) if name]
+        return subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files),
+                               *common, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
-    done = bundle("search", "--variant", "dints", "--dints#patch_size", "[16,16,16]", "--dints#batch_size", "2",
-                  "--dints#channel_mul", "0.25", "--dints#num_blocks", "3", "--dints#num_depths", "3",
-                  "--dints#epochs", "2", "--dints#warmup_epochs", "1")
+    done = bundle("search", "--search#patch_size", "[16,16,16]", "--search#batch_size", "2",
+                  "--search#channel_mul", "0.25", "--search#num_blocks", "3", "--search#num_depths", "3",
+                  "--search#epochs", "2", "--search#warmup_epochs", "1", overlay="dints")
     assert done.returncode == 0, done.stderr[-3000:]
     assert Genotype.load(out / "search" / "genotype.json").method == "dints"
     done = bundle("train", "--epochs", "1", "--patch_size", "[32,32,32]")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "train" / "models" / "genotype.json").read_text())["method"] == "dints"
-    # the C2FNAS variant into the same folder: refused in one line, nothing touched
+    # the C2FNAS search into the same folder: refused in one line, nothing touched
     before = (out / "search" / "genotype.json").read_bytes()
     done = bundle("search")
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(
-        f"error: {out / 'search' / 'dints_state.pt'}: field 'variant': ")
+        f"error: {out / 'search' / 'search_method.json'}: field 'method': ")
     assert (out / "search" / "genotype.json").read_bytes() == before

@@ -341,7 +341,7 @@ def test_real_search_through_the_workflow_writes_every_output(tmp_path, monkeypa
     from nas_ops.data import setup
     from nas_ops.data.demo import make_mri_dataset
     from nas_ops.mbnas.evaluate import train_and_score
-    from nas_ops.mbnas.workflow import search
+    from nas_ops.mbnas.search import search
 
     data = make_mri_dataset(tmp_path / "data", num_patients=5, shape=(32, 32, 8))
     kw = dict(variant="micro", budget=2, n_folds=5, folds=[0], seeds=[0], epochs=2, batch_size=8,
@@ -379,7 +379,7 @@ def test_real_search_through_the_workflow_writes_every_output(tmp_path, monkeypa
 def test_ray_and_subprocess_backends_give_the_same_search_as_in_process(tmp_path):
     pytest.importorskip("ray")
     from nas_ops.data.demo import make_mri_dataset
-    from nas_ops.mbnas.workflow import search
+    from nas_ops.mbnas.search import search
 
     data = make_mri_dataset(tmp_path / "data", num_patients=5, shape=(32, 32, 8))
     kw = dict(budget=3, folds=[0, 1], seeds=[0], epochs=1, batch_size=8, spatial_size=[32, 32], base_channels=4,

@@ -20,11 +20,10 @@ from scipy import stats
 
 from nas_ops.baselines.unet import unet_genotype
 from nas_ops.bixnas.bionet import bionet_genotype
-from nas_ops.bixnas.bixnet import RELEASED_SKIP_SETS, bixnet_genotype
-from nas_ops.c2fnas.network import c2fnas_genotype
-from nas_ops.c2fnas.space import C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS
+from nas_ops.bixnas.space import RELEASED_SKIP_SETS, bixnet_genotype
+from nas_ops.c2fnas.space import C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS, c2fnas_genotype
 from nas_ops.cost_model import count_macs
-from nas_ops.dints.network import random_genotype
+from nas_ops.dints.space import random_genotype
 from nas_ops.errors import GenotypeError, InputError
 from nnunet_plans.compare import (
     ModelResult,

@@ -79,6 +79,8 @@ def toy_distribution(tmp_path, monkeypatch):
 def test_a_method_declared_by_its_own_distribution_builds_trains_and_exports(toy_distribution, tmp_path,
                                                                              nnunet_dirs):
     from nas_ops.data import make_mri_dataset
+    from nas_ops.data.geometry import DataGeometry
+    from nas_ops.training.recipe import Recipe
     from nas_ops.training.trainer import train
     from nnunet_plans.export import export_plans
     from nnunet_plans.network import SearchedNetwork
@@ -96,8 +98,9 @@ def test_a_method_declared_by_its_own_distribution_builds_trains_and_exports(toy
         Genotype.load(bad)
 
     data = make_mri_dataset(tmp_path / "mri", num_patients=4, shape=(16, 16, 4), seed=0)
-    result = train(path, data, tmp_path / "train", epochs=1, batch_size=4, spatial_size=[16, 16], n_folds=2,
-                   device="cpu")  # on the run engine, like every method
+    # on the run engine, like every method
+    result = train(path, data, tmp_path / "train", recipe=Recipe(epochs=1, batch_size=4),
+                   geometry=DataGeometry(spatial_size=[16, 16]), n_folds=2, device="cpu")
     assert len(result["history"]) == 1 and (tmp_path / "train" / "models" / "model.pt").is_file()
 
     doc3 = {**doc, "spatial_dims": 3, "name": "toy3d"}

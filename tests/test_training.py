@@ -12,9 +12,11 @@ from PIL import Image
 
 from nas_ops.baselines.unet import unet_genotype
 from nas_ops.data import make_mri_dataset, make_nuclei_dataset
+from nas_ops.data.geometry import DataGeometry
 from nas_ops.errors import DatasetError, GenotypeError, InputError
 from nas_ops.training.evaluation import evaluate
 from nas_ops.training.inference import predict
+from nas_ops.training.recipe import Recipe
 from nas_ops.training.trainer import train
 
 SIZE = (32, 32)
@@ -35,7 +37,8 @@ def _genotype(tmp_path, in_channels=1, out_channels=3):
 
 
 def _train(genotype, dataset, out, epochs):
-    return train(genotype, dataset, out, epochs=epochs, batch_size=4, spatial_size=SIZE, device="cpu", seed=1)
+    return train(genotype, dataset, out, recipe=Recipe(epochs=epochs, batch_size=4),
+                 geometry=DataGeometry(spatial_size=SIZE), device="cpu", seed=1)
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path, mri, monkeypatch):

@@ -1,4 +1,4 @@
-"""Baselines every searched network is compared with: the plain U-Net and the ResU-Net."""
+"""Baselines every searched network is compared with: the plain U-Net, the ResU-Net and MONAI's SegResNet."""
 
 from nas_ops import lazy_submodules
 

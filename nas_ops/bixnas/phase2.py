@@ -24,15 +24,15 @@ stage ``s = 2T-1, ..., 1`` (first-stage encoders have no skips):
    Pareto front and at most ``phase2_keep`` of it with the highest IoU; move to stage ``s-1``.
 
 The checkpoint (``phase2_state.pt``) is written after every epoch and every stage. Outputs: ``pareto/*.json``
-(the final Pareto front as genotypes, best IoU first), ``genotype.json`` (the selected one: highest IoU on the
-final front, ties to fewer MACs), ``phase2_result.json`` and ``plots/phase2_pareto.png``, ``plots/architecture.png``.
+(the final Pareto front as genotypes, best IoU first: the first is the selected one, highest IoU on the final
+front, ties to fewer MACs, which the search writes as ``genotype.json``), ``phase2_result.json`` and
+``plots/phase2_pareto.png``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,12 +40,12 @@ import torch
 from torch import nn
 
 from nas_ops.bixnas import plots
-from nas_ops.bixnas.context import SearchRun
+from nas_ops.bixnas.context import PhaseContext
+from nas_ops.bixnas.network import ExtractionState
 from nas_ops.bixnas.phase1 import WEIGHTS_FILE
 from nas_ops.bixnas.space import (
     LEVELS,
     SEQUENTIAL,
-    ExtractionState,
     SkipSets,
     analyse,
     describe,
@@ -64,7 +64,7 @@ from nas_ops.training.artifacts import verify_sha256
 log = logging.getLogger(__name__)
 
 STATE_FILE, RESULT_FILE = "phase2_state.pt", "phase2_result.json"
-GENOTYPE_FILE, PARETO_DIR = "genotype.json", "pareto"
+GENOTYPE_FILE, PARETO_DIR = "genotype.json", "pareto"  # the selected network: the search's genotype.json
 PHASE2_SEED_OFFSET = 1_000_003  # names Phase 2's seed stream (nas_ops.engine.seeds.stream_seed)
 SAMPLER_STREAM = 2  # names the sampler's generator (nas_ops.engine.seeds.stream_generator)
 MAX_DRAWS_PER_SAMPLE = 500  # the authors' sampler gives up on a sample after 500 duplicate draws
@@ -162,7 +162,7 @@ def head_blocks(networks: Sequence[SkipSets], stage: int) -> tuple[tuple[bool, .
 
 
 def run_head(model: BiXSupernet, image: torch.Tensor, networks: Sequence[SkipSets], stage: int) -> ExtractionState:
-    """Stem and stages ``< stage``, shared by every network (their skip sets agree there): run once."""
+    """Stem and stages ``< stage``, shared by every network (their skip sets agree there): ctx once."""
     head_sets = networks[0]
     if any(tuple(net[:stage]) != tuple(head_sets[:stage]) for net in networks):
         raise ValueError(f"the networks differ before stage {stage}: no shared head")
@@ -177,7 +177,7 @@ def run_tail(model: BiXSupernet, head: ExtractionState, sets: SkipSets) -> torch
 def tails_forward(
     model: BiXSupernet, image: torch.Tensor, networks: Sequence[SkipSets], stage: int
 ) -> list[torch.Tensor]:
-    """``(B, C, *S)`` -> the ``(B, K, *S)`` logits of every network, the shared head run once."""
+    """``(B, C, *S)`` -> the ``(B, K, *S)`` logits of every network, the shared head ctx once."""
     head = run_head(model, image, networks, stage)
     return [run_tail(model, head, sets) for sets in networks]
 
@@ -213,7 +213,7 @@ def shared_head_step(
 
 
 class SharedHeadStep:
-    """The run engine's step for one Phase-2 stage: every network of ``networks`` trained on each batch with the
+    """The ctx engine's step for one Phase-2 stage: every network of ``networks`` trained on each batch with the
     shared head (:func:`shared_head_step`); returns their mean loss."""
 
     def __init__(self, model: BiXSupernet, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -245,35 +245,35 @@ def naive_step(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def phase2_state(run: SearchRun) -> SearchState:
+def phase2_state(ctx: PhaseContext) -> SearchState:
     """The checkpoint of Phase 2 in the run's output folder."""
-    return SearchState(run.output_dir, STATE_FILE, RESULT_FILE, identity=run.identity(), what="BiX-NAS Phase 2")
+    return SearchState(ctx.output_dir, STATE_FILE, RESULT_FILE, identity=ctx.identity(), what="BiX-NAS Phase 2")
 
 
-def _stage_optimiser(model: BiXSupernet, run: SearchRun) -> tuple[torch.optim.Optimizer, Any]:
-    c = run.config
+def _stage_optimiser(model: BiXSupernet, ctx: PhaseContext) -> tuple[torch.optim.Optimizer, Any]:
+    c = ctx.config
     opt = torch.optim.Adam(model.weight_parameters(), lr=c.phase2_lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.phase2_lr_step, gamma=c.phase2_lr_gamma)
     return opt, sched
 
 
-def _init_weights(model: BiXSupernet, run: SearchRun, first_stage: bool, supernet_sha256: str | None) -> None:
+def _init_weights(model: BiXSupernet, ctx: PhaseContext, first_stage: bool, supernet_sha256: str | None) -> None:
     """Stage start, by ``phase2_init``: fresh weights (from torch's global RNG, which is checkpointed), the
     Phase-1 supernet's, or (``"continue"``) the previous stage's as they are (Phase 1's for the first stage)."""
-    init = run.config.phase2_init
+    init = ctx.config.phase2_init
     if init == "continue" and not first_stage:
         return
     if init in ("phase1", "continue"):
-        path = run.output_dir / WEIGHTS_FILE
+        path = ctx.output_dir / WEIGHTS_FILE
         if not path.is_file():
             raise InputError(path, "phase2_init", f"{init!r} starts Phase 2 from Phase 1's supernet, which is not "
-                             "in this output_dir: run Phase 1 here first, or use phase2_init 'fresh'")
+                             "in this output_dir: ctx Phase 1 here first, or use phase2_init 'fresh'")
         if supernet_sha256 is not None:
             verify_sha256(path, supernet_sha256, "supernet_sha256", "rerun Phase 1 in a new output_dir, or use "
                           "phase2_init 'fresh'")
-        state = torch.load(path, map_location=run.device, weights_only=True)
+        state = torch.load(path, map_location=ctx.device, weights_only=True)
     else:
-        state = run.new_supernet().state_dict()
+        state = ctx.new_supernet().state_dict()
     model.load_state_dict(state)
 
 
@@ -285,37 +285,39 @@ def _as_lists(sets: SkipSets) -> list[list[list[int]]]:
     return [[list(ins) for ins in stage] for stage in sets]
 
 
-def run_phase2(run: SearchRun, phase1_result: dict[str, Any], state: SearchState | None = None) -> dict[str, Any]:
-    """Run (or resume, or return the result of) Phase 2 in ``run.output_dir`` from Phase 1's candidate sets, each
-    stage's epochs on the run engine with the shared-head step; ``state``: the checkpoint's handle."""
-    c = run.config
-    state = state or phase2_state(run)
+def run_phase2(ctx: PhaseContext, phase1_result: dict[str, Any], state: SearchState | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the result of) Phase 2 in ``ctx.output_dir`` from Phase 1's candidate sets, each
+    stage's epochs on the run engine with the shared-head step; ``state``: the checkpoint's handle.
+
+    The checkpoint's loop state: the stage reached, its population, networks and best scores so far, the closed
+    stages, the phase's log, and (owned by the engine) the current stage's epoch rows.
+    """
+    c = ctx.config
+    state = state or phase2_state(ctx)
     # Phase 2 starts from its own seeds, so it does not depend on what Phase 1 left in the RNGs (whether it ran in
     # this process, was resumed, or ran in another one); a checkpoint then restores its own RNG states.
-    phase2_seed = stream_seed(run.seed, PHASE2_SEED_OFFSET)
+    phase2_seed = stream_seed(ctx.seed, PHASE2_SEED_OFFSET)
     seed_everything(phase2_seed)
-    run.loader_rng.manual_seed(phase2_seed)
-    model = run.new_supernet()
-    opt, sched = _stage_optimiser(model, run)
+    ctx.loader_rng.manual_seed(phase2_seed)
+    model = ctx.new_supernet()
+    opt, sched = _stage_optimiser(model, ctx)
     objects: dict[str, Any] = {"model": model, "optimiser": opt, "scheduler": sched}
-    sampler_rng = stream_generator(run.seed, SAMPLER_STREAM)
-    checkpoint = RunCheckpoint(state, objects, {"loader": run.loader_rng, "sampler": sampler_rng})
+    sampler_rng = stream_generator(ctx.seed, SAMPLER_STREAM)
+    checkpoint = RunCheckpoint(state, objects, {"loader": ctx.loader_rng, "sampler": sampler_rng})
     resumed = checkpoint.resume()
     if resumed.finished:
-        log.info("Phase 2 in %s already finished: selected genotype in %s", run.output_dir, GENOTYPE_FILE)
+        log.info("Phase 2 in %s already finished: selected genotype in %s", ctx.output_dir, GENOTYPE_FILE)
         return resumed.result
-    identity = run.identity()
     phase1_sets = _as_sets(phase1_result["candidate_sets"], c.iterations)
     pos: dict[str, Any] = dict(resumed.state) if not resumed.fresh else {
-        "stage_index": 0, "epoch": 0, "population": [_as_lists(phase1_sets)], "networks": None, "best": None,
-        "stages": [], "history": []}
+        "stage_index": 0, "population": [_as_lists(phase1_sets)], "networks": None, "best": None, "stages": [],
+        "log": [], "history": []}
     stages = searched_stages(c.iterations)
     phase1_history = phase1_result.get("history", [])
-    if pos["stage_index"] or pos["epoch"]:
+    if pos["stage_index"] or pos["history"]:
         log.info("Phase 2: resuming at stage %s (%d of %d), epoch %d/%d from %s",
                  stage_name(stages[min(pos["stage_index"], len(stages) - 1)]), pos["stage_index"] + 1, len(stages),
-                 pos["epoch"] + 1, c.phase2_epochs, state.path)
-
+                 len(pos["history"]) + 1, c.phase2_epochs, state.path)
     for k in range(pos["stage_index"], len(stages)):
         stage = stages[k]
         population = [_as_sets(net, c.iterations) for net in pos["population"]]
@@ -323,60 +325,60 @@ def run_phase2(run: SearchRun, phase1_result: dict[str, Any], state: SearchState
             samples = draw_stage_samples(sampler_rng, phase1_sets, stage, c.phase2_samples, c.phase2_sampler)
             pos["networks"] = [_as_lists(net) for net in combine(population, stage, samples)]
             pos["best"] = [{"val_iou": -1.0, "val_dice": 0.0, "epoch": 0} for _ in pos["networks"]]
-            pos["epoch"] = 0
-            _init_weights(model, run, first_stage=k == 0, supernet_sha256=phase1_result.get("supernet_sha256"))
-            opt, sched = _stage_optimiser(model, run)
+            pos["history"] = []
+            _init_weights(model, ctx, first_stage=k == 0, supernet_sha256=phase1_result.get("supernet_sha256"))
+            opt, sched = _stage_optimiser(model, ctx)
             objects.update(optimiser=opt, scheduler=sched)
             log.info("Phase 2 stage %s (%d of %d): %d samples x %d retained = %d distinct architectures, %d epochs",
                      stage_name(stage), k + 1, len(stages), len(samples), len(population), len(pos["networks"]),
                      c.phase2_epochs)
         networks = [_as_sets(net, c.iterations) for net in pos["networks"]]
         engine = RunEngine(
-            SharedHeadStep(model, run.loss_fn, opt, networks, stage),
-            lambda epoch, stage=stage: run.train_batches(stage_epoch_key(stage, epoch)), run.device,
+            SharedHeadStep(model, ctx.loss_fn, opt, networks, stage),
+            lambda epoch, stage=stage: ctx.train_batches(stage_epoch_key(stage, epoch)), ctx.device,
             scheduler=sched,
-            validate=lambda epoch, networks=networks, stage=stage: _scores(run, model, networks, stage),
-            checkpoint=checkpoint, desc=f"Phase 2 {stage_name(stage)}", num_batches=run.num_train_batches(),
+            validate=lambda epoch, networks=networks, stage=stage: _scores(ctx, model, networks, stage),
+            checkpoint=checkpoint, desc=f"Phase 2 {stage_name(stage)}", num_batches=ctx.num_train_batches(),
         )
 
-        def on_epoch(row: dict[str, Any], stage: int = stage) -> dict[str, Any]:
+        def on_epoch(row: dict[str, Any]) -> dict[str, Any]:
             for i, (iou, dice) in enumerate(zip(row["val_iou"], row["val_dice"], strict=True)):
                 if c.phase2_score == "last" or iou > pos["best"][i]["val_iou"]:
                     pos["best"][i] = {"val_iou": iou, "val_dice": dice, "epoch": row["epoch"]}
-            pos["history"].append({"phase": 2, "stage": stage, "stage_name": stage_name(stage), **row})
-            pos["epoch"] = row["epoch"]
-            run.write_log(phase1_history + pos["history"])
-            return pos
+            pos["log"].append(row)
+            ctx.write_log(phase1_history + pos["log"])
+            return {k: v for k, v in pos.items() if k != "history"}
 
-        engine.run(range(pos["epoch"], c.phase2_epochs), on_epoch)
-        record = _close_stage(run, stage, networks, pos["best"])
+        tags = {"phase": 2, "stage": stage, "stage_name": stage_name(stage)}
+        engine.fit(c.phase2_epochs, on_epoch, state=pos, tags=tags)
+        record = _close_stage(ctx, stage, networks, pos["best"])
         pos["stages"].append(record)
-        pos["history"].append({"phase": 2, "event": "stage_done", "stage": stage, "stage_name": stage_name(stage),
-                               "front": record["front"], "kept": record["kept"],
-                               "kept_scores": [[record["val_iou"][i], record["macs"][i]] for i in record["kept"]]})
-        pos.update(stage_index=k + 1, epoch=0, networks=None, best=None,
+        pos["log"].append({"phase": 2, "event": "stage_done", "stage": stage, "stage_name": stage_name(stage),
+                           "front": record["front"], "kept": record["kept"],
+                           "kept_scores": [[record["val_iou"][i], record["macs"][i]] for i in record["kept"]]})
+        pos.update(stage_index=k + 1, networks=None, best=None, history=[],
                    population=[record["networks"][i] for i in record["kept"]])
         checkpoint.save(pos)
-        run.write_log(phase1_history + pos["history"])
-        if run.plots:
-            plots.plot_pareto(pos["stages"], run.output_dir / "plots" / "phase2_pareto.png",
-                              reference_macs=run.cost(full_skip_sets(c.iterations))[1])
-    return _finish(run, state, pos, identity)
+        ctx.write_log(phase1_history + pos["log"])
+        if ctx.plots:
+            plots.plot_pareto(pos["stages"], ctx.output_dir / "plots" / "phase2_pareto.png",
+                              reference_macs=ctx.cost(full_skip_sets(c.iterations))[1])
+    return _finish(ctx, state, pos, ctx.identity())
 
 
-def _scores(run: SearchRun, model: BiXSupernet, networks: list[SkipSets], stage: int) -> dict[str, Any]:
-    """Validation IoU and Dice of every network of the stage (the shared head run once per batch)."""
+def _scores(ctx: PhaseContext, model: BiXSupernet, networks: list[SkipSets], stage: int) -> dict[str, Any]:
+    """Validation IoU and Dice of every network of the stage (the shared head ctx once per batch)."""
     model.eval()
-    scores = run.validate(lambda x: tails_forward(model, x, networks, stage), len(networks))
+    scores = ctx.validate(lambda x: tails_forward(model, x, networks, stage), len(networks))
     return {"val_iou": [s[0] for s in scores], "val_dice": [s[1] for s in scores]}
 
 
-def _close_stage(run: SearchRun, stage: int, networks: list[SkipSets], best: list[dict[str, Any]]) -> dict[str, Any]:
+def _close_stage(ctx: PhaseContext, stage: int, networks: list[SkipSets], best: list[dict[str, Any]]) -> dict[str, Any]:
     """Score the stage's architectures by (IoU, MACs), take the Pareto front and keep at most phase2_keep of it."""
-    costs = [run.cost(net) for net in networks]
+    costs = [ctx.cost(net) for net in networks]
     ious = [b["val_iou"] for b in best]
     front, kept = select_from_front([(iou, macs) for iou, (_, macs) in zip(ious, costs, strict=True)],
-                                    run.config.phase2_keep)
+                                    ctx.config.phase2_keep)
     log.info("Phase 2 stage %s: Pareto front of %d of %d architectures; kept %s", stage_name(stage), len(front),
              len(networks), ", ".join(f"#{i} (IoU {ious[i]:.4f}, {costs[i][1] / 1e9:.3f} GMACs)" for i in kept))
     return {"stage": stage, "stage_name": stage_name(stage), "networks": [_as_lists(n) for n in networks],
@@ -384,48 +386,40 @@ def _close_stage(run: SearchRun, stage: int, networks: list[SkipSets], best: lis
             "params": [p for p, _ in costs], "macs": [m for _, m in costs], "front": front, "kept": kept}
 
 
-def _finish(run: SearchRun, state: SearchState, pos: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
-    """Write the final Pareto set and the selected genotype; marks Phase 2 finished."""
-    c = run.config
+def _finish(ctx: PhaseContext, state: SearchState, pos: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+    """Write the final Pareto set (``pareto/``, the selected network first); marks Phase 2 finished."""
+    c = ctx.config
     last = pos["stages"][-1]
     front = last["front"]  # IoU descending, ties: fewer MACs first
-    pareto_dir = run.output_dir / PARETO_DIR
+    pareto_dir = ctx.output_dir / PARETO_DIR
     written: list[str] = []
     pareto = []
     for rank, i in enumerate(front):
         sets = _as_sets(last["networks"][i], c.iterations)
         scores = {"val_iou": last["val_iou"][i], "val_dice": last["val_dice"][i], "macs": last["macs"][i],
-                  "params": last["params"][i], "input_shape": list(run.input_shape),
+                  "params": last["params"][i], "input_shape": list(ctx.input_shape),
                   "iou_rule": f"{c.phase2_score} validation IoU over the stage's {c.phase2_epochs} epochs"}
-        provenance = {"method": "BiX-NAS: Phase 1 selection matrices, Phase 2 progressive evolution",
-                      "paper": "Wang et al., BiX-NAS: Searching Efficient Bi-directional Architecture for Medical "
-                               "Image Segmentation, MICCAI 2021",
-                      "search_config": c.as_dict(), "seed": run.seed, "dataset": run.dataset_info, "scores": scores,
-                      "pareto_rank": rank, "pareto_size": len(front), "kept": i in last["kept"]}
-        genotype = run.genotype(sets, f"bixnas_pareto{rank}", provenance)
+        provenance = ctx.run.provenance(
+            method="BiX-NAS: Phase 1 selection matrices, Phase 2 progressive evolution",
+            paper="Wang et al., BiX-NAS: Searching Efficient Bi-directional Architecture for Medical Image "
+                  "Segmentation, MICCAI 2021",
+            scores=scores, pareto_rank=rank, pareto_size=len(front), kept=i in last["kept"])
+        genotype = ctx.genotype(sets, f"bixnas_pareto{rank}", provenance)
         path = genotype.save(pareto_dir / f"pareto_{rank:02d}.json")
         written.append(path.name)
         pareto.append({"file": f"{PARETO_DIR}/{path.name}", **scores, "kept": i in last["kept"]})
         if rank == 0:
-            genotype.replace(name="bixnas_selected").save(run.output_dir / GENOTYPE_FILE)
             selected_sets = sets
     for stale in pareto_dir.glob("pareto_*.json"):
         if stale.name not in written:
             stale.unlink()
-    reference = run.cost(full_skip_sets(c.iterations))
-    if run.plots:
-        plots.plot_architecture(selected_sets, run.output_dir / "plots" / "architecture.png",
-                                title=f"selected BiX-Net: IoU {pareto[0]['val_iou']:.4f}, "
-                                      f"{pareto[0]['macs'] / 1e9:.3f} GMACs, {pareto[0]['params']:,} params "
-                                      f"at {'x'.join(map(str, run.input_shape))}",
-                                keep_dead_bridge=c.keep_dead_bridge)
+    reference = ctx.cost(full_skip_sets(c.iterations))
     result = {"config": identity, "genotype": GENOTYPE_FILE, "selected": pareto[0], "pareto": pareto,
               "skip_sets": _as_lists(selected_sets),
               "bionet_pp": {"params": reference[0], "macs": reference[1]},
-              "stages": pos["stages"], "history": pos["history"]}
+              "stages": pos["stages"], "history": pos["log"]}
     state.finish(result)
     log.info("Phase 2 done: %d architectures on the final Pareto front; selected (IoU %.4f, %s MACs vs BiO-Net++ "
-             "%s) written to %s:\n%s", len(front), pareto[0]["val_iou"], f"{pareto[0]['macs']:,}",
-             f"{reference[1]:,}", Path(run.output_dir) / GENOTYPE_FILE,
+             "%s):\n%s", len(front), pareto[0]["val_iou"], f"{pareto[0]['macs']:,}", f"{reference[1]:,}",
              describe(selected_sets, c.keep_dead_bridge))
     return result

@@ -1,7 +1,7 @@
 """The BiO-Net++ search space: extraction stages, searching blocks, their candidate inputs, the BiX-Net spec.
 
 Shared by the Phase-1 supernet (:mod:`nas_ops.bixnas.supernet`) and the searched BiX-Net
-(:mod:`nas_ops.bixnas.bixnet`):
+(:mod:`nas_ops.bixnas.network`):
 
 - the graph: ``T`` iterations give ``2T`` extraction stages (enc, dec, enc, dec, ...) of ``LEVELS = 4``
   searching blocks each. Encoder level 0 is the finest (stem size, 1/2 of the input) and level 3 the
@@ -14,7 +14,7 @@ Shared by the Phase-1 supernet (:mod:`nas_ops.bixnas.supernet`) and the searched
 - the spec of a BiX-Net genotype (readable JSON, one list of input indices per block), its validation,
   and the dead-block analysis (blocks that cannot reach the output are pruned; a level whose convs are
   dead in every iteration is not built).
-- the building blocks and the stage engine (:class:`ExtractionNetwork`) both networks run.
+- the genotypes of the space: the authors' released BiX-Net, BiO-Net++ (every candidate), a searched one.
 
 Spec example (T=1; the shipped genotypes have T=3)::
 
@@ -25,16 +25,14 @@ Spec example (T=1; the shipped genotypes have T=3)::
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import numpy as np
 
-from nas_ops.blocks import ConvUnit, channels_last_on_cpu, conv_type, max_pool, norm_layer
-from nas_ops.genotype import SpecError
+from nas_ops.genotype import Genotype, SpecError
 
 LEVELS = 4
 NUM_CANDIDATES = LEVELS + 1  # N: the sequential input + the 4 outputs of the preceding stage
@@ -259,192 +257,76 @@ def describe(skip_sets: SkipSets, keep_dead_bridge: bool = False) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# building blocks and the stage engine
+# genotypes of the space
 # ----------------------------------------------------------------------------------------------------------
 
-
-def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear (2D) / trilinear (3D) resize with ``align_corners=True``; a no-op when already at ``size``."""
-    if tuple(x.shape[2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear" if x.dim() == 4 else "trilinear", align_corners=True)
-
-
-class ConvPair(nn.Module):
-    """The two 3x3 convs (no bias) of a level, shared by that level's blocks in every iteration."""
-
-    def __init__(self, spatial_dims: int, width: int) -> None:
-        super().__init__()
-        conv = conv_type(spatial_dims)
-        self.conv1 = conv(width, width, 3, padding=1, bias=False)
-        self.conv2 = conv(width, width, 3, padding=1, bias=False)
+# the authors' released genotype (bixnet_gene.txt of github.com/tiangexiang/BiX-NAS), [stage][level] -> inputs
+RELEASED_SKIP_SETS: tuple[tuple[tuple[int, ...], ...], ...] = (
+    ((0,), (0,), (0,), (0,)),  # enc0
+    ((2,), (0, 2), (1,), (1, 0)),  # dec0
+    ((3, 1), (1, 0), (2, 1, 0), (0, 2, 3)),  # enc1
+    ((3, 0), (2, 0), (1, 2), (0,)),  # dec1
+    ((3, 2, 4), (4,), (0,), (0, 3)),  # enc2
+    ((3,), (2, 0), (0, 2), (0,)),  # dec2
+)
 
 
-class NormPair(nn.Module):
-    """The two BatchNorms of one searching block (not shared across iterations)."""
-
-    def __init__(self, spatial_dims: int, width: int) -> None:
-        super().__init__()
-        self.norm1 = norm_layer("batch", spatial_dims, width)
-        self.norm2 = norm_layer("batch", spatial_dims, width)
+def validate(genotype: Genotype) -> None:
+    """Check a BiX-Net spec (raises :class:`nas_ops.genotype.SpecError` naming the field)."""
+    validate_spec(genotype.spec)
 
 
-@dataclass(frozen=True, eq=False)
-class ExtractionState:
-    """What the stages after ``next_stage`` need: the stem output and the last stage's level outputs.
+def bixnet_genotype(
+    skip_sets: Sequence[Sequence[Sequence[int]]],
+    spatial_dims: int = 2,
+    in_channels: int = 3,
+    out_channels: int = 2,
+    name: str = "bixnet",
+    provenance: dict[str, Any] | None = None,
+    **spec: Any,
+) -> Genotype:
+    """A BiX-Net genotype from skip sets (``spec``: width, stem_width, keep_dead_bridge)."""
+    return Genotype(method="bixnet", spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                    spec=make_spec(skip_sets, **spec), name=name, provenance=provenance or {})
 
-    Immutable, so one head state can feed several tails (Phase 2's shared head).
-    """
 
-    stem: torch.Tensor  # (B, width, *S/2)
-    outputs: tuple[torch.Tensor | None, ...]  # the LEVELS outputs of stage next_stage-1 (None: not computed)
-    next_stage: int
-    input_size: tuple[int, ...]
+def released_genotype(spatial_dims: int = 2, in_channels: int = 3, out_channels: int = 2) -> Genotype:
+    """The BiX-Net genotype the BiX-NAS authors released (MoNuSeg search, T=3, width 48)."""
+    provenance = {
+        "source": "authors' released genotype: bixnet_gene.txt of github.com/tiangexiang/BiX-NAS "
+                  "(commit 133ffb1, first line '0.183_17234509824.000000' = their IoU_MACs)",
+        "paper": "Wang et al., BiX-NAS: Searching Efficient Bi-directional Architecture for Medical Image "
+                 "Segmentation, MICCAI 2021",
+        "search": "Phase 1 + Phase 2 on MoNuSeg",
+        "index_convention": "input 0 = sequential input; k in 1..4 = level k-1 of the preceding extraction stage",
+        "reference_cost_at_3x512x512_1_class": "authors' code: 381,984 params used in the forward, 27,719,499,776 "
+                                               "conv MACs (both with the dead bridge: keep_dead_bridge=true)",
+    }
+    return bixnet_genotype(RELEASED_SKIP_SETS, spatial_dims, in_channels, out_channels, name="bixnet_released",
+                           provenance=provenance)
 
 
-class ExtractionNetwork(nn.Module):
-    """Stem, searching blocks of the given ``(stage, level)`` pairs, bridge, head and the stage engine.
+def bionet_pp_genotype(
+    iterations: int = 3, spatial_dims: int = 2, in_channels: int = 3, out_channels: int = 2
+) -> Genotype:
+    """BiO-Net++ as a plain network: every searching block averages all its candidate inputs."""
+    provenance = {
+        "paper": "Wang et al., BiX-NAS, MICCAI 2021: BiO-Net++, the Phase-1 supernet without selection matrices",
+        "note": "every block takes all N=5 candidates (first-stage encoders: the sequential input only)",
+    }
+    sets: SkipSets = full_skip_sets(iterations)
+    return bixnet_genotype(sets, spatial_dims, in_channels, out_channels, name="bionet_pp", provenance=provenance)
 
-    Subclasses decide which blocks exist (the supernet: all of them; BiX-Net: the alive ones) and how a
-    block fuses its inputs (fixed skip sets: the average; the supernet in Phase 1: selection matrices).
-    """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
-        iterations: int,
-        blocks: Sequence[tuple[int, int]],
-        bridge: bool,
-        width: int = DEFAULT_WIDTH,
-        stem_width: int = DEFAULT_STEM_WIDTH,
-        keep_dead_bridge: bool = False,
-    ) -> None:
-        super().__init__()
-        self.spatial_dims = spatial_dims
-        self.iterations = iterations
-        self.num_stages = 2 * iterations
-        self.width = width
-        self.keep_dead_bridge = keep_dead_bridge
-        self.total_stride = 2 ** (LEVELS + 1)  # stem pool, three encoder pools, the bridge's pool
-        self.channels_last = spatial_dims == 2  # memory layout of the activations (see ``begin``)
-        self.stem = nn.Sequential(
-            ConvUnit(spatial_dims, in_channels, stem_width),
-            ConvUnit(spatial_dims, stem_width, stem_width),
-            ConvUnit(spatial_dims, stem_width, width),
-            max_pool(spatial_dims),
-        )
-        blocks = sorted(set(blocks))
-        conv_keys = sorted({f"{stage_kind(s)}_level{lv}" for s, lv in blocks})
-        self.convs = nn.ModuleDict({key: ConvPair(spatial_dims, width) for key in conv_keys})
-        self.norms = nn.ModuleDict({f"{stage_name(s)}_level{lv}": NormPair(spatial_dims, width) for s, lv in blocks})
-        self.bridge = None
-        if bridge:
-            self.bridge = nn.Sequential(ConvUnit(spatial_dims, width, width), ConvUnit(spatial_dims, width, width))
-        self.pool = max_pool(spatial_dims)
-        self.head = nn.Sequential(
-            ConvUnit(spatial_dims, width, stem_width),
-            ConvUnit(spatial_dims, stem_width, stem_width),
-            conv_type(spatial_dims)(stem_width, out_channels, 1, bias=False),
-        )
-        # [stage][level] -> (conv-pair key, norm-pair key): names, not modules, so replicas look up their own
-        self._block_keys = [[(f"{stage_kind(s)}_level{lv}", f"{stage_name(s)}_level{lv}") for lv in range(LEVELS)]
-                            for s in range(self.num_stages)]
-
-    # -- the engine ------------------------------------------------------------------------------------------
-
-    def begin(self, x: torch.Tensor) -> ExtractionState:
-        """Run the stem: ``(B, C_in, *S) -> state`` with the stem output ``(B, width, *S/2)``, before stage 0.
-
-        2D on the CPU runs in channels-last memory layout (every later op keeps it): a training step of BiX-Net,
-        BiO-Net++ or the supernet takes 20-30 % less time than in channels-first layout. 3D and the GPU (not
-        measured; PyTorch's default) stay channels-first. ``channels_last = False`` turns it off.
-        """
-        if self.channels_last:
-            x = channels_last_on_cpu(x)
-        return ExtractionState(stem=self.stem(x), outputs=(), next_stage=0, input_size=tuple(x.shape[2:]))
-
-    def finish(self, state: ExtractionState) -> torch.Tensor:
-        """Run the head on the last decoder's finest output: state after stage 2T-1 -> ``(B, K, *S)`` logits."""
-        if state.next_stage != self.num_stages:
-            raise ValueError(f"finish needs all {self.num_stages} extraction stages run, got {state.next_stage}")
-        return self.head(resize(state.outputs[LEVELS - 1], state.input_size)).contiguous()
-
-    def _run(
-        self,
-        state: ExtractionState,
-        skip_sets: SkipSets,
-        end_stage: int | None,
-        alive: tuple[tuple[bool, ...], ...] | None,
-        select: bool = False,
-    ) -> ExtractionState:
-        end = self.num_stages if end_stage is None else end_stage
-        if not state.next_stage <= end <= self.num_stages:
-            raise ValueError(f"end_stage must be in [{state.next_stage}, {self.num_stages}], got {end}")
-        sizes = [tuple(state.stem.shape[2:])]
-        for _ in range(LEVELS - 1):
-            sizes.append(tuple(d // 2 for d in sizes[-1]))
-        outs = state.outputs
-        for s in range(state.next_stage, end):
-            alive_s = None if alive is None else alive[s]
-            outs = self._run_stage(s, skip_sets[s], state.stem, outs, sizes, alive_s, select)
-        return ExtractionState(stem=state.stem, outputs=outs, next_stage=end, input_size=state.input_size)
-
-    def _run_stage(
-        self,
-        stage: int,
-        inputs: tuple[tuple[int, ...], ...],
-        stem: torch.Tensor,
-        prev: tuple[torch.Tensor | None, ...],
-        sizes: list[tuple[int, ...]],
-        alive: tuple[bool, ...] | None,
-        select: bool,
-    ) -> tuple[torch.Tensor | None, ...]:
-        """One extraction stage: its blocks in level order; ``prev`` are the preceding stage's outputs."""
-        enc = stage % 2 == 0
-        out: list[torch.Tensor | None] = [None] * LEVELS
-        bridge_out = self._bridge(prev, stem) if not enc and self.keep_dead_bridge else None
-        for level in range(LEVELS):
-            if alive is not None and not alive[level]:
-                continue
-            size = sizes[level] if enc else sizes[LEVELS - 1 - level]
-            tensors = []
-            for idx in inputs[level]:
-                if idx != SEQUENTIAL:
-                    tensors.append(resize(prev[idx - 1], size))
-                elif enc:
-                    tensors.append(stem if level == 0 else self.pool(out[level - 1]))
-                elif level == 0:
-                    if bridge_out is None:
-                        bridge_out = self._bridge(prev, stem)
-                    tensors.append(resize(bridge_out, size))
-                else:
-                    tensors.append(resize(out[level - 1], size))
-            x = self._fuse(stage, level, tensors, select)
-            conv_key, norm_key = self._block_keys[stage][level]
-            pair, norms = self.convs[conv_key], self.norms[norm_key]
-            x = F.relu(norms.norm1(pair.conv1(x)), inplace=True)
-            out[level] = F.relu(norms.norm2(pair.conv2(x)), inplace=True)
-        return tuple(out)
-
-    def _bridge(self, enc_outputs: tuple[torch.Tensor | None, ...], stem: torch.Tensor) -> torch.Tensor:
-        """Bridge on the max-pooled encoder level-3 output: ``(B, W, *s3) -> (B, W, *s3/2)``."""
-        x = enc_outputs[LEVELS - 1]
-        if x is None:  # only with keep_dead_bridge: the authors' dead blocks pass their sequential input on
-            level = LEVELS - 1
-            while level >= 0 and enc_outputs[level] is None:
-                level -= 1
-            x = stem if level < 0 else enc_outputs[level]
-            for _ in range(LEVELS - 1 - level - (level < 0)):
-                x = self.pool(x)
-        return self.bridge(self.pool(x))
-
-    def _fuse(self, stage: int, level: int, tensors: list[torch.Tensor], select: bool) -> torch.Tensor:
-        """Element-wise average of the (resized) inputs of a block; no copy for a single input."""
-        if len(tensors) == 1:
-            return tensors[0]
-        acc = tensors[0] + tensors[1]
-        for t in tensors[2:]:
-            acc.add_(t)
-        return acc.div_(len(tensors))
+def random_skip_sets(rng: np.random.Generator, iterations: int, keep_sequential_last: bool = True) -> SkipSets:
+    """A BiX-Net's skip sets drawn uniformly from the space the search reaches: every searching block takes a
+    non-empty subset of at most ``N - 2`` of its candidates (Phase 1's argmax over the ``N - 2`` columns of a
+    selection matrix picks at most that many), each such subset equally likely; with ``keep_sequential_last`` (the
+    authors' sampler) the last decoder's blocks always take the sequential input."""
+    sets = []
+    for stage in range(2 * iterations):
+        last = stage == 2 * iterations - 1
+        options = [combo for k in range(1, NUM_CANDIDATES - 1) for combo in itertools.combinations(candidates(stage), k)
+                   if not (keep_sequential_last and last) or SEQUENTIAL in combo]
+        sets.append(tuple(options[int(rng.integers(len(options)))] for _ in range(LEVELS)))
+    return tuple(sets)

@@ -31,14 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_ops.bixnas.network import ExtractionNetwork, ExtractionState
 from nas_ops.bixnas.space import (
     DEFAULT_STEM_WIDTH,
     DEFAULT_WIDTH,
     LEVELS,
     NUM_CANDIDATES,
     SEQUENTIAL,
-    ExtractionNetwork,
-    ExtractionState,
     SkipSets,
     analyse,
     candidates,

@@ -15,12 +15,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nas_ops.c2fnas.context import C2FNASConfig, fold_data, grid_of, score_paths, train_supernet
+from nas_ops.c2fnas.config import C2FNASConfig
+from nas_ops.c2fnas.one_shot import fold_data, grid_of, score_paths, train_supernet
 from nas_ops.c2fnas.space import Topology, enumerate_topologies, group_topologies, topology_code
 from nas_ops.engine.execution import Job, executor
 from nas_ops.engine.seeds import seed_everything, stream_generator, stream_seed
+from nas_ops.process import resolve_device
+from nas_ops.search_run import SearchRun
 from nas_ops.search_state import SearchState
-from nas_ops.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
 STATE_FILE, RESULT_FILE = "coarse_state.pt", "coarse_result.json"
@@ -73,27 +75,30 @@ def train_group(dataset_dir: str, output_dir: str, group: int, members: list[lis
     return result
 
 
-def run_coarse(dataset_dir: str | Path, output_dir: Path, cfg: C2FNASConfig, seed: int, fold: int, n_folds: int,
-               device: str, identity: dict, fingerprint: str | None, backend: str = "local",
-               parallel_jobs: int = 1, ray_address: str | None = None) -> dict[str, Any]:
-    """Run (or resume, or report) the coarse stage in ``output_dir``; returns ``{"topology", "code", "dice",
-    "groups"}``."""
+def run_coarse(run: SearchRun, identity: dict) -> dict[str, Any]:
+    """Run (or resume, or report) the coarse stage of an opened search; its groups are jobs of the run's execution
+    layer. Returns ``{"topology", "code", "dice", "groups"}``."""
+    cfg: C2FNASConfig = run.config  # type: ignore[assignment]
+    output_dir = run.output_dir
     state = SearchState(output_dir, STATE_FILE, RESULT_FILE, identity=identity, what="C2FNAS coarse stage")
     done = state.inspect()
     if done.finished:
         log.info("the coarse stage in %s has finished: topology %s", output_dir, done.result["code"])
         return done.result
-    groups = coarse_groups(cfg, seed)
+    groups = coarse_groups(cfg, run.seed)
     log.info("coarse stage: %d topologies (%s) in %d groups of %s", sum(map(len, groups)), cfg.topology_rule,
              len(groups), [len(g) for g in groups])
+    common = {"dataset_dir": str(run.dataset_dir), "output_dir": str(output_dir), "config": cfg.as_dict(),
+              "seed": run.seed, "fold": run.fold, "n_folds": run.n_folds, "device": str(run.device),
+              "identity": identity, "fingerprint": run.dataset.fingerprint}
     jobs = [Job("nas_ops.c2fnas.coarse.train_group", tag=k, log=str(output_dir / GROUPS_DIR / f"group_{k:02d}.log"),
-                kwargs={"dataset_dir": str(dataset_dir), "output_dir": str(output_dir), "group": k,
-                        "members": [list(t) for t in members], "config": cfg.as_dict(), "seed": seed, "fold": fold,
-                        "n_folds": n_folds, "device": device, "identity": identity, "fingerprint": fingerprint})
+                kwargs={**common, "group": k, "members": [list(t) for t in members]})
             for k, members in enumerate(groups)]
+    run.begin()
     (output_dir / GROUPS_DIR).mkdir(parents=True, exist_ok=True)
     results: dict[int, dict] = {}
-    with executor(backend, parallel_jobs, ray_address) as run_jobs:
+    e = run.execution
+    with executor(e.backend, e.parallel_jobs, e.ray_address) as run_jobs:
         for job, res in run_jobs(jobs):
             results[job.tag] = res
     ordered = [results[k] for k in range(len(groups))]

@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from nas_ops.c2fnas.context import C2FNASConfig, grid_of, score_paths, train_supernet
+from nas_ops.c2fnas.config import C2FNASConfig
 from nas_ops.c2fnas.evolution import Ops, evolve
 from nas_ops.c2fnas.network import C2FNASNet
+from nas_ops.c2fnas.one_shot import grid_of, score_paths, train_supernet
 from nas_ops.c2fnas.space import OPS
 from nas_ops.cost_model import count_macs, count_params
 from nas_ops.data.setup import FoldData

@@ -28,11 +28,10 @@ import torch
 from torch import nn
 
 from nas_ops.c2fnas.cells import CellBody, Down, Head, Stem, Up
-from nas_ops.c2fnas.space import NUM_LEVELS, OPS, cell_moves, path_problem, skip_sources
-from nas_ops.genotype import Genotype, SpecError, check_known_keys
+from nas_ops.c2fnas.space import DEFAULT_SPEC, NUM_LEVELS, OPS, cell_moves, skip_sources, validate
+from nas_ops.genotype import Genotype
 from nas_ops.registry import register_method
 
-DEFAULT_SPEC = {"base_channels": 64, "stem_channels": 32}
 Path = tuple[tuple[int, ...], tuple[str, ...]]  # (levels, ops)
 
 
@@ -139,43 +138,11 @@ def path_state_dict(grid: CellGrid, levels: Sequence[int], ops: Sequence[str]) -
     return {k: v for k, v in state.items() if k in keep}
 
 
-def validate(genotype: Genotype) -> None:
-    """Check a C2FNAS spec: a valid level path, one known op per cell, positive widths, 3D."""
-    spec = genotype.spec
-    check_known_keys(spec, {"levels", "ops", *DEFAULT_SPEC})
-    if genotype.spatial_dims != 3:
-        raise SpecError("spatial_dims", f"C2FNAS networks are 3D, got {genotype.spatial_dims}")
-    levels, ops = spec.get("levels"), spec.get("ops")
-    if not isinstance(levels, list):
-        raise SpecError("levels", f"must be a list of levels in [0, {NUM_LEVELS - 1}], got {levels!r:.60}")
-    problem = path_problem(levels)
-    if problem is not None:
-        field = problem.split(" ", 1)[0] if problem.startswith("levels[") else "levels"
-        raise SpecError(field, problem)
-    if not isinstance(ops, list) or len(ops) != len(levels):
-        raise SpecError("ops", f"must be a list of one op per cell ({len(levels)}), got {ops!r:.60}")
-    for i, op in enumerate(ops):
-        if op not in OPS:
-            raise SpecError(f"ops[{i}]", f"must be one of {list(OPS)}, got {op!r}")
-    for key in DEFAULT_SPEC:
-        value = spec.get(key, DEFAULT_SPEC[key])
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(key, f"must be a positive integer, got {value!r}")
-
-
 def build(genotype: Genotype) -> C2FNASNet:
     """The network of a C2FNAS genotype."""
     spec = {**DEFAULT_SPEC, **genotype.spec}
     return C2FNASNet(genotype.in_channels, genotype.out_channels, spec["levels"], spec["ops"],
                      spec["base_channels"], spec["stem_channels"])
-
-
-def c2fnas_genotype(levels: Sequence[int], ops: Sequence[str], in_channels: int = 1, out_channels: int = 2,
-                    name: str = "c2fnas", provenance: dict | None = None, **spec) -> Genotype:
-    """A C2FNAS genotype (defaults: the paper's widths)."""
-    return Genotype(method="c2fnas", spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
-                    spec={"levels": list(levels), "ops": list(ops), **DEFAULT_SPEC, **spec}, name=name,
-                    provenance=provenance or {})
 
 
 register_method("c2fnas", validate=validate, build=build)

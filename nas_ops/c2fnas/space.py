@@ -25,11 +25,14 @@ from typing import Literal
 
 import numpy as np
 
+from nas_ops.genotype import Genotype, SpecError, check_known_keys
+
 NUM_CELLS = 12
 NUM_LEVELS = 4
 OPS = ("2d", "3d", "p3d")  # 3x3x1, 3x3x3, 3x3x1 then 1x1x3
 TOPOLOGY_RULES = ("all", "u_shaped", "u_deep")
 TopologyRule = Literal["all", "u_shaped", "u_deep"]
+DEFAULT_SPEC = {"base_channels": 64, "stem_channels": 32}  # the paper's widths: 64/128/256/512 by level
 Topology = tuple[int, ...]
 
 # the network C2FNAS found on MSD Pancreas: its level path, and its ops (cells 6-7 as one reimplementation has them)
@@ -147,3 +150,40 @@ def group_topologies(topologies: Sequence[Topology], n_groups: int, seed: int = 
     for topology, label in zip(topologies, labels, strict=True):
         groups.setdefault(int(label), []).append(tuple(topology))
     return sorted(groups.values(), key=lambda g: g[0])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# genotypes of the space
+# ----------------------------------------------------------------------------------------------------------
+
+
+def validate(genotype: Genotype) -> None:
+    """Check a C2FNAS spec: a valid level path, one known op per cell, positive widths, 3D."""
+    spec = genotype.spec
+    check_known_keys(spec, {"levels", "ops", *DEFAULT_SPEC})
+    if genotype.spatial_dims != 3:
+        raise SpecError("spatial_dims", f"C2FNAS networks are 3D, got {genotype.spatial_dims}")
+    levels, ops = spec.get("levels"), spec.get("ops")
+    if not isinstance(levels, list):
+        raise SpecError("levels", f"must be a list of levels in [0, {NUM_LEVELS - 1}], got {levels!r:.60}")
+    problem = path_problem(levels)
+    if problem is not None:
+        field = problem.split(" ", 1)[0] if problem.startswith("levels[") else "levels"
+        raise SpecError(field, problem)
+    if not isinstance(ops, list) or len(ops) != len(levels):
+        raise SpecError("ops", f"must be a list of one op per cell ({len(levels)}), got {ops!r:.60}")
+    for i, op in enumerate(ops):
+        if op not in OPS:
+            raise SpecError(f"ops[{i}]", f"must be one of {list(OPS)}, got {op!r}")
+    for key in DEFAULT_SPEC:
+        value = spec.get(key, DEFAULT_SPEC[key])
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SpecError(key, f"must be a positive integer, got {value!r}")
+
+
+def c2fnas_genotype(levels: Sequence[int], ops: Sequence[str], in_channels: int = 1, out_channels: int = 2,
+                    name: str = "c2fnas", provenance: dict | None = None, **spec) -> Genotype:
+    """A C2FNAS genotype (defaults: the paper's widths)."""
+    return Genotype(method="c2fnas", spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                    spec={"levels": list(levels), "ops": list(ops), **DEFAULT_SPEC, **spec}, name=name,
+                    provenance=provenance or {})

@@ -8,7 +8,7 @@ a dataset whose fingerprint was validated before (in another process: pass it as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import torch
 from monai.data import DataLoader, Dataset
 
 from nas_ops.data.fingerprint import dataset_fingerprint
+from nas_ops.data.geometry import DataGeometry
 from nas_ops.data.loaders import make_2d_datasets, make_3d_datasets
 from nas_ops.data.msd import MSDDataset, load_msd_dataset, validate_dataset
 from nas_ops.data.splits import fold_items
@@ -56,36 +57,31 @@ def check_compatible(genotype: Genotype, ds: MSDDataset, genotype_source: str | 
 
 
 _VALIDATED: set[tuple[str, bool]] = set()  # (fingerprint, deep) validated in this process
-_ALLOW_OUTSIDE = [False]  # the run's ``allow_outside_dataset_dir`` (set by nas_ops.bundle.initialize)
 
 
-def allow_outside_dataset_dir(allow: bool) -> None:
-    """Whether this process accepts case paths in ``dataset.json`` that leave the dataset's folder (the config key
+def check_inside(ds: MSDDataset, allow_outside: bool = False) -> None:
+    """Refuse the first case path that leaves the dataset's folder, unless the run allows it (the config key
     ``allow_outside_dataset_dir``, false by default: a path such as ``../../etc/x`` or ``/data/other/x`` is then a
     mistake or an attack rather than a case)."""
-    _ALLOW_OUTSIDE[0] = bool(allow)
-
-
-def check_inside(ds: MSDDataset) -> None:
-    """Refuse the first case path that leaves the dataset's folder, unless the run allows it."""
-    if ds.outside and not _ALLOW_OUTSIDE[0]:
+    if ds.outside and not allow_outside:
         field_name, listed = ds.outside[0]
         raise DatasetError(ds.json_path, field_name, f"path {listed!r} leaves the dataset folder {ds.root}: move the "
                            "case inside it, or set allow_outside_dataset_dir true")
 
 
-def load_checked_dataset(dataset_dir: str | Path, deep: bool = True, trusted: str | None = None) -> MSDDataset:
+def load_checked_dataset(dataset_dir: str | Path, deep: bool = True, trusted: str | None = None,
+                         allow_outside: bool = False) -> MSDDataset:
     """Parse and validate an MSD dataset (``deep`` opens every file); its fingerprint is set on the result.
 
     Validation runs once per fingerprint in a process; a ``trusted`` fingerprint (validated by the process that
-    started this one) skips it when the dataset still has that fingerprint.
+    started this one, under that run's ``allow_outside``) skips it when the dataset still has that fingerprint.
     """
     if not Path(dataset_dir).is_dir():
         raise DatasetError(dataset_dir, "dataset_dir", "no such folder")
     ds = load_msd_dataset(dataset_dir)
     ds.fingerprint = dataset_fingerprint(ds)
-    if ds.fingerprint != trusted:  # a trusted dataset was checked, under the run's setting, by the parent process
-        check_inside(ds)
+    if ds.fingerprint != trusted:
+        check_inside(ds, allow_outside)
     done = {(ds.fingerprint, True), (ds.fingerprint, deep)} & _VALIDATED
     if not done and ds.fingerprint != trusted:
         validate_dataset(ds, deep=deep)
@@ -99,44 +95,42 @@ def dataset_identity(dataset_dir: str | Path) -> dict[str, str]:
     if not Path(dataset_dir).is_dir():
         raise DatasetError(dataset_dir, "dataset_dir", "no such folder")
     ds = load_msd_dataset(dataset_dir)
-    check_inside(ds)
     return {"name": ds.name, "fingerprint": dataset_fingerprint(ds)}
 
 
 def prepare_fold(
     dataset_dir: str | Path,
     spatial_dims: int,
+    geometry: DataGeometry,
     fold: int = 0,
     n_folds: int = 5,
     seed: int = 0,
-    spatial_size: Sequence[int] = (128, 128),
-    slice_axis: int = 2,
-    patch_size: Sequence[int] = (64, 64, 64),
-    samples_per_volume: int = 2,
-    keep_empty_fraction: float = 0.25,
+    *,
     augment: bool = True,
     genotype: Genotype | None = None,
-    genotype_source: str | Path | None = None,
     trusted: str | None = None,
     train_transform: Callable | None = None,
     val_transform: Callable | None = None,
+    allow_outside: bool = False,
 ) -> FoldData:
-    """Validate, split and build the datasets of one fold: 2D slices/images or 3D patches.
+    """Validate, split and build the datasets of one fold: 2D slices/images or 3D patches cut by ``geometry``.
 
     ``train_transform``/``val_transform`` replace the default per-sample pipelines (a bundle's
-    ``train#preprocessing`` and ``validate#preprocessing``); see :mod:`nas_ops.data.loaders`.
+    ``train#preprocessing`` and ``validate#preprocessing``); see :mod:`nas_ops.data.loaders`. A ``genotype`` whose
+    channels or dimensionality do not fit the dataset is refused.
     """
-    ds = load_checked_dataset(dataset_dir, trusted=trusted)
+    ds = load_checked_dataset(dataset_dir, trusted=trusted, allow_outside=allow_outside)
     if genotype is not None:
-        check_compatible(genotype, ds, genotype_source)
+        check_compatible(genotype, ds, genotype.source)
     train_items, val_items = fold_items(ds, fold, n_folds, seed)
+    g = geometry
     if spatial_dims == 2:
-        train, val = make_2d_datasets(ds, train_items, val_items, spatial_size, slice_axis, augment=augment,
-                                      keep_empty_fraction=keep_empty_fraction, seed=seed,
+        train, val = make_2d_datasets(ds, train_items, val_items, g.spatial_size, g.slice_axis, augment=augment,
+                                      keep_empty_fraction=g.keep_empty_fraction, seed=seed,
                                       train_transform=train_transform, val_transform=val_transform)
     else:
-        train, val = make_3d_datasets(ds, train_items, val_items, patch_size, samples_per_volume, augment, seed=seed,
-                                      train_transform=train_transform, val_transform=val_transform)
+        train, val = make_3d_datasets(ds, train_items, val_items, g.patch_size, g.samples_per_volume, augment,
+                                      seed=seed, train_transform=train_transform, val_transform=val_transform)
     return FoldData(ds, train_items, val_items, train, val)
 
 

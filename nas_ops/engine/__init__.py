@@ -7,7 +7,6 @@
   (a method brings its own, e.g. BiX-NAS's shared-head step).
 - :mod:`~nas_ops.engine.identity`: a run's identity, the config's components included.
 - :mod:`~nas_ops.engine.seeds`: every derived seed of a run, in one place.
-- :mod:`~nas_ops.engine.dist`: which process writes (rank 0 only).
 - :mod:`~nas_ops.engine.execution`: independent jobs in this process, on Ray or in subprocesses
   (:mod:`~nas_ops.engine.worker` runs one).
 """

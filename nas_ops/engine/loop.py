@@ -3,9 +3,11 @@ phases, and the one-shot stages to come).
 
 An engine runs epochs of a :mod:`step <nas_ops.engine.steps>` over the batches of each epoch, steps the learning-
 rate scheduler once per epoch, validates when asked, shows a progress bar per epoch and writes one log line per
-epoch. After every epoch it hands the epoch's row to the caller's ``on_epoch`` callback, which records it and
-returns the loop state; the engine then writes that state, every stateful object and every RNG state to the run's
-checkpoint (:class:`RunCheckpoint`), atomically, from rank 0 only. A run killed at any moment and started again
+epoch. The engine owns a run's resume and history (:meth:`RunEngine.fit`): it loads the run's checkpoint
+(:class:`RunCheckpoint`) into the model, optimiser, scheduler and generators, continues after the last epoch of the
+saved history, and after every epoch appends the epoch's row to the history, asks the caller's ``on_epoch`` for any
+loop state of its own (a population, an initial entropy) and writes history, loop state, every stateful object and
+every RNG state to the checkpoint, atomically, from rank 0 only. A run killed at any moment and started again
 resumes after its last finished epoch and ends with the same numbers as an uninterrupted one.
 
 Why a compact loop of our own rather than MONAI's ``SupervisedTrainer`` (ignite): resume must be bit-identical
@@ -94,6 +96,35 @@ class RunEngine:
         self.checkpoint = checkpoint
         self.desc = desc
         self.num_batches = num_batches
+        self.history: list[Row] = []  # the rows of every epoch of the run so far (fit)
+
+    def resume(self) -> Resumed:
+        """Load the checkpoint into the objects and generators: what it held (fresh when there is none)."""
+        return self.checkpoint.resume() if self.checkpoint is not None else Resumed(fresh=True)
+
+    def fit(self, epochs: int, on_epoch: Callable[[Row], dict[str, Any] | None] | None = None,
+            state: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> list[Row]:
+        """Train until the history holds ``epochs`` rows; returns the whole history.
+
+        ``state``: the loop state to continue from (its ``"history"``, and the caller's keys); default: the
+        checkpoint's, loaded now (:meth:`resume`). Every row starts with ``tags`` (e.g. the phase of a search). After
+        each epoch ``on_epoch(row)`` may return loop state of its own, saved beside the history (``self.history``
+        already holds the row).
+        """
+        loop = dict(self.resume().state if state is None else state)
+        self.history = list(loop.pop("history", []))
+        if self.history:
+            where = f" from {self.checkpoint.state.path}" if self.checkpoint is not None else ""
+            log.info("%s: resuming at epoch %d/%d%s", self.desc, len(self.history) + 1, epochs, where)
+
+        def record(row: Row) -> dict[str, Any]:
+            row = {**(tags or {}), **row}
+            self.history.append(row)
+            loop.update((on_epoch(row) if on_epoch is not None else None) or {})
+            return {**loop, "history": self.history}
+
+        self.run(range(len(self.history), epochs), record)
+        return self.history
 
     def train_epoch(self, epoch: int) -> float:
         """One pass of the step over the epoch's batches; returns the mean loss per sample."""

@@ -1,5 +1,6 @@
 """MB-NAS (SPIE 2022): a mixed-block search space over cells and topology, searched by Local Search.
 
+- :mod:`nas_ops.mbnas.config`: the ``search`` block (every knob of a Local Search, paper defaults).
 - :mod:`nas_ops.mbnas.blocks`: the four block types (VGG, Residual, Dense, Inception), 2D and 3D.
 - :mod:`nas_ops.mbnas.space`: nodes, validity rules, canonical form, the U-Net point, the size of the space,
   the Local Search variables and their neighbourhoods.
@@ -8,7 +9,7 @@
   MB-NAS, Macro-NAS, Micro-NAS and Bilevel-NAS.
 - :mod:`nas_ops.mbnas.evaluate`: the evaluation protocol (k-fold x seeds, Dice over the last 20 % of epochs), one
   training as a pure function, a job of the execution layer (in process, on Ray or in subprocesses).
-- :mod:`nas_ops.mbnas.workflow`: the bundle entry point that ties data, space, search and outputs together.
+- :mod:`nas_ops.mbnas.search`: the searcher the harness runs (data, space, Local Search and outputs together).
 - :mod:`nas_ops.mbnas.plots`: the search trajectory and a drawing of a genotype.
 """
 

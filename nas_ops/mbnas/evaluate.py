@@ -21,15 +21,16 @@ from typing import Any
 import torch
 
 from nas_ops.cost_model import count_params
+from nas_ops.data.geometry import DataGeometry
 from nas_ops.data.setup import FoldData, dataset_identity, make_loaders, prepare_fold
 from nas_ops.engine.loop import EpochBatches, RunEngine
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.engine.steps import SupervisedStep
 from nas_ops.errors import DatasetError, InputError
 from nas_ops.genotype import Genotype
+from nas_ops.process import resolve_device
 from nas_ops.registry import build_network
 from nas_ops.resources import check_memory
-from nas_ops.training.devices import resolve_device
 from nas_ops.training.losses import make_loss
 from nas_ops.training.metrics import score_network
 
@@ -83,8 +84,8 @@ def _fold_data(dataset_dir: str, fold: int, n_folds: int, split_seed: int, spati
                slice_axis: int, keep_empty_fraction: float, augment: bool, trusted: str | None) -> FoldData:
     """A fold's 2D datasets, built once per process (the slicing is deterministic; augmentation is re-seeded per
     training and epoch, so reuse changes no number). ``trusted``: the fingerprint the search validated."""
-    return prepare_fold(dataset_dir, 2, fold, n_folds, split_seed, spatial_size, slice_axis,
-                        keep_empty_fraction=keep_empty_fraction, augment=augment, trusted=trusted)
+    geometry = DataGeometry(spatial_size=spatial_size, slice_axis=slice_axis, keep_empty_fraction=keep_empty_fraction)
+    return prepare_fold(dataset_dir, 2, geometry, fold, n_folds, split_seed, augment=augment, trusted=trusted)
 
 
 def train_and_score(genotype: dict, fold: int, seed: int, budget: dict) -> dict:

@@ -96,6 +96,7 @@ class LocalSearch:
         evaluate: str | Callable = "nas_ops.mbnas.evaluate.train_and_score",
         training: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        accept_margin: float = 0.0,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r} (known: {list(VARIANTS)})")
@@ -120,6 +121,7 @@ class LocalSearch:
         self.training = dict(training or {})
         self.checkpoint = SearchState(self.output_dir, identity=identity)
         self.rng = np.random.default_rng(seed)
+        self.accept_margin = float(accept_margin)
 
     # --------------------------------------------------------------------------------------------------- budget
 
@@ -200,7 +202,7 @@ class LocalSearch:
     def _evaluate_variable(self, st: dict[str, Any], variable: str, candidates: Sequence[tuple[Any, Nodes]],
                            run_jobs: RunJobs) -> None:
         """Score the candidates of one variable (cache first, then train the rest within the budget), log them and
-        move to the best one if it is strictly better than the current network."""
+        move to the best one if it is better than the current network by more than ``accept_margin``."""
         room = self.phase_limit(st["phase"]) - st["evaluations"]
         considered, fresh = [], []
         for value, nodes in candidates:
@@ -239,7 +241,7 @@ class LocalSearch:
         if not scored:
             return
         score, value, nodes, key, entry = max(scored, key=lambda s: s[0])  # first of equal scores
-        if st["current_score"] is None or score > st["current_score"]:
+        if st["current_score"] is None or score > st["current_score"] + self.accept_margin:
             if entry is not None:
                 entry["accepted"] = True
             if st["current_score"] is not None:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from nas_ops.atomic import atomic_write, write_json_atomic
-from nas_ops.bundle import entry
 from nas_ops.config import PositiveFloat, check_output_dir
 from nas_ops.cost_model import measure_cost
 from nas_ops.data.msd import case_id, read_array
 from nas_ops.data.setup import load_checked_dataset
+from nas_ops.entry import entry
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
@@ -45,11 +45,12 @@ def evaluate(
     output_dir: str | Path,
     model_dir: str | Path | None = None,
     tolerance_mm: PositiveFloat = 2.0,
+    allow_outside_dataset_dir: bool = False,
     config_source: str | None = None,
 ) -> dict:
     """Compare every file in ``prediction_dir`` with its label; returns what metrics.json holds."""
     check_output_dir(output_dir, source=config_source)
-    ds = load_checked_dataset(dataset_dir, deep=False)
+    ds = load_checked_dataset(dataset_dir, deep=False, allow_outside=allow_outside_dataset_dir)
     folder = Path(prediction_dir)
     preds = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
     if not preds:

@@ -22,14 +22,15 @@ from monai.transforms import AsDiscrete, Compose, SaveImage
 from torch import nn
 from tqdm import tqdm
 
-from nas_ops.bundle import entry
 from nas_ops.config import Cases, NFolds, NonNegativeInt, check_output_dir
 from nas_ops.data.loaders import load_case
 from nas_ops.data.msd import MSDDataset, case_id, is_nifti
 from nas_ops.data.setup import check_compatible, load_checked_dataset
 from nas_ops.data.splits import fold_items
+from nas_ops.entry import entry
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
+from nas_ops.process import resolve_device
 from nas_ops.training.artifacts import (
     GENOTYPE_FILE,
     Geometry,
@@ -38,7 +39,6 @@ from nas_ops.training.artifacts import (
     read_info,
     verify_checksums,
 )
-from nas_ops.training.devices import resolve_device
 from nas_ops.training.inferers import default_inferer
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def predict(
     n_folds: NFolds = 5,
     seed: NonNegativeInt = 0,
     device: str = "auto",
+    allow_outside_dataset_dir: bool = False,
     config_source: str | None = None,
 ) -> list[Path]:
     """Predict ``cases`` of a dataset with the model in ``model_dir`` into ``output_dir``; returns the paths.
@@ -113,7 +114,7 @@ def predict(
         verify_checksums(model_dir, info)
         genotype, geometry = Genotype.load(model_dir / GENOTYPE_FILE), Geometry(**info["geometry"])
         network = load_weights(network, model_dir, info).to(dev).eval()
-    ds = load_checked_dataset(dataset_dir, deep=False)
+    ds = load_checked_dataset(dataset_dir, deep=False, allow_outside=allow_outside_dataset_dir)
     check_compatible(genotype, ds, model_dir / GENOTYPE_FILE)
     if inferer is None:
         inferer = default_inferer(geometry.spatial_dims, geometry.spatial_size, geometry.slice_axis,

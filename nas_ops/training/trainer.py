@@ -2,8 +2,9 @@
 
 ``train(...)`` is what every bundle's ``train.json`` runs. The network, loss, optimiser, learning-rate scheduler,
 per-sample pipelines and validation inferer are components the config builds (``network_def``, ``loss``,
-``optimizer``, ``lr_scheduler``, ``train#preprocessing``, ``validate#preprocessing``, ``validate#inferer``); the
-defaults here follow the papers (Adam 1e-3, polynomial decay 0.9, Dice + cross entropy). ``output_dir`` (a bundle's
+``optimizer``, ``lr_scheduler``, ``train#preprocessing``, ``validate#preprocessing``, ``validate#inferer``), the
+settings two typed objects (``recipe``, ``geometry``); without a bundle the components default to Adam 1e-3,
+polynomial decay 0.9 and Dice + cross entropy. ``output_dir`` (a bundle's
 ``<output_dir>/train``) receives:
 
 - ``models/model.pt``, ``models/genotype.json``, ``models/model_info.json`` (:mod:`nas_ops.training.artifacts`);
@@ -26,37 +27,27 @@ from monai.inferers import Inferer
 from monai.losses import DiceCELoss
 from torch import nn
 
-from nas_ops.bundle import entry
-from nas_ops.config import (
-    Fraction,
-    NFolds,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    Rule,
-    Size2D,
-    Size3D,
-    SliceAxis,
-    check_output_dir,
-    check_value,
-)
+from nas_ops.config import NFolds, NonNegativeInt, PositiveFloat, PositiveInt, Rule, check_output_dir, check_value
 from nas_ops.cost_model import measure_cost
+from nas_ops.data.geometry import DataGeometry
 from nas_ops.data.loaders import train_transform_2d, train_transform_3d, val_transform_2d, val_transform_3d
 from nas_ops.data.setup import FoldData, dataset_identity, make_loaders, prepare_fold
 from nas_ops.engine.identity import component_identity
 from nas_ops.engine.loop import EpochBatches, RunCheckpoint, RunEngine
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.engine.steps import SupervisedStep
+from nas_ops.entry import entry
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
+from nas_ops.process import resolve_device
 from nas_ops.protocol import check_protocol
 from nas_ops.registry import build_network
 from nas_ops.resources import DEFAULT_MAX_PARAMS, check_memory, check_parameters
 from nas_ops.search_state import SearchState
 from nas_ops.training.artifacts import Geometry, save_model
-from nas_ops.training.devices import resolve_device
 from nas_ops.training.inferers import default_inferer
 from nas_ops.training.metrics import score_network
+from nas_ops.training.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -75,69 +66,71 @@ def train(
     train_transform: Callable | None = None,
     val_transform: Callable | None = None,
     inferer: Inferer | None = None,
+    recipe: Recipe | None = None,
+    geometry: DataGeometry | None = None,
     fold: NonNegativeInt = 0,
     n_folds: NFolds = 5,
     seed: NonNegativeInt = 0,
     device: str = "auto",
-    epochs: PositiveInt = 100,
-    batch_size: PositiveInt = 8,
-    val_interval: PositiveInt = 1,
-    spatial_size: Size2D = (256, 256),
-    slice_axis: SliceAxis = 2,
-    patch_size: Size3D = (64, 64, 64),
-    samples_per_volume: PositiveInt = 2,
-    keep_empty_fraction: Fraction = 0.25,
     num_workers: NonNegativeInt = 0,
     max_params: PositiveInt = DEFAULT_MAX_PARAMS,
     memory_limit_gb: PositiveFloat | None = None,
+    allow_outside_dataset_dir: bool = False,
     config_source: str | None = None,
 ) -> dict:
     """Train ``network`` (default: built from ``genotype``) on fold ``fold``; returns what train_log.json holds.
 
-    ``optimizer`` must hold the network's parameters (default Adam, lr 1e-3); ``lr_scheduler`` is stepped once
-    per epoch (default polynomial decay over ``epochs``, power 0.9); validation Dice every ``val_interval`` epochs.
-    Before any data is loaded: at most ``max_params`` parameters, and the estimated memory of a training step at
-    ``batch_size`` within ``memory_limit_gb`` (default: 80 % of the device's; :mod:`nas_ops.resources`).
-    A ``network`` built by the caller takes its initial weights from the global RNGs: seed them first with
+    ``recipe`` (:class:`~nas_ops.training.recipe.Recipe`: epochs, batch size, validation interval) and ``geometry``
+    (:class:`~nas_ops.data.geometry.DataGeometry`: 2D size and slicing, 3D patches) hold the settings, each with
+    its defaults in one place. ``optimizer`` must hold the network's parameters (default Adam, lr 1e-3);
+    ``lr_scheduler`` is stepped once per epoch (default polynomial decay over the epochs, power 0.9). Before any
+    data is loaded: at most ``max_params`` parameters, and the estimated memory of a training step within
+    ``memory_limit_gb`` (default: 80 % of the device's; :mod:`nas_ops.resources`). A ``network`` built by the caller
+    takes its initial weights from the global RNGs: seed them first with
     :func:`nas_ops.engine.seeds.seed_everything` (a bundle does so in ``initialize``). ``config_source``: the config
     file named in refusals.
     """
     genotype = genotype if isinstance(genotype, Genotype) else Genotype.load(genotype)
-    genotype_source = genotype.source
+    recipe = (recipe if recipe is not None else Recipe()).checked(config_source)
+    geometry = (geometry if geometry is not None else DataGeometry()).checked(config_source)
+    dims = genotype.spatial_dims
     if fold >= n_folds:
         raise InputError(config_source, "fold", f"must be < n_folds = {n_folds}, got {fold}")
     output_dir = check_output_dir(output_dir, source=config_source)
     dev = resolve_device(device, config_source)
     check_parameters(genotype, max_params)
-    input_size = list(spatial_size if genotype.spatial_dims == 2 else patch_size)
+    input_size = geometry.input_size(dims)
     if network is None:  # the network's initial weights come from the run's seed (a bundle seeds in `initialize`)
         seed_everything(seed)
         network = build_network(genotype)
     _check_built_from(network, genotype)
-    stride = check_protocol(network, genotype.method, genotype_source).total_stride
-    size_key = "spatial_size" if genotype.spatial_dims == 2 else "patch_size"
+    stride = check_protocol(network, genotype.method, genotype.source).total_stride
+    size_key = "spatial_size" if dims == 2 else "patch_size"
     check_value(size_key, input_size, Annotated[list[int], Rule(multiple_of=stride, why="the network's total stride")],
                 config_source)
-    check_memory(genotype, input_size, batch_size, dev, memory_limit_gb, size_key, config_source,
-                 samples_per_item=samples_per_volume if genotype.spatial_dims == 3 else 1)
+    check_memory(genotype, input_size, recipe.batch_size, dev, memory_limit_gb, size_key, config_source,
+                 samples_per_item=geometry.samples_per_item(dims))
+    epochs = recipe.epochs
     loss = loss if loss is not None else DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = optimizer if optimizer is not None else torch.optim.Adam(network.parameters(), lr=1e-3)
     if lr_scheduler is None:
         lr_scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
     if inferer is None:
-        inferer = default_inferer(genotype.spatial_dims, spatial_size, slice_axis, patch_size, validation=True)
+        inferer = default_inferer(dims, geometry.spatial_size, geometry.slice_axis, geometry.patch_size,
+                                  validation=True)
     if train_transform is None:
-        train_transform = (train_transform_2d(spatial_size) if genotype.spatial_dims == 2
-                           else train_transform_3d(patch_size, samples_per_volume))
+        train_transform = (train_transform_2d(geometry.spatial_size) if dims == 2
+                           else train_transform_3d(geometry.patch_size, geometry.samples_per_volume))
     if val_transform is None:
-        val_transform = val_transform_2d(spatial_size) if genotype.spatial_dims == 2 else val_transform_3d()
+        val_transform = val_transform_2d(geometry.spatial_size) if dims == 2 else val_transform_3d()
     identity = {
         "genotype": {k: v for k, v in genotype.to_dict().items() if k != "provenance"},
         "dataset": dataset_identity(dataset_dir),  # without reading the images: a finished run is only reported
-        "fold": fold, "n_folds": n_folds, "seed": seed, "epochs": epochs, "batch_size": batch_size,
-        "val_interval": val_interval, "geometry": {"spatial_size": list(spatial_size), "slice_axis": slice_axis,
-                                                   "patch_size": list(patch_size)},
-        "samples_per_volume": samples_per_volume, "keep_empty_fraction": keep_empty_fraction,
+        "fold": fold, "n_folds": n_folds, "seed": seed, "epochs": epochs, "batch_size": recipe.batch_size,
+        "val_interval": recipe.val_interval,
+        "geometry": {"spatial_size": list(geometry.spatial_size), "slice_axis": geometry.slice_axis,
+                     "patch_size": list(geometry.patch_size)},
+        "samples_per_volume": geometry.samples_per_volume, "keep_empty_fraction": geometry.keep_empty_fraction,
         "loss": component_identity(loss), "optimizer": component_identity(optimizer),
         "lr_scheduler": component_identity(lr_scheduler), "inferer": component_identity(inferer),
         "train_transform": component_identity(train_transform), "val_transform": component_identity(val_transform),
@@ -147,38 +140,27 @@ def train(
     if done.finished:
         log.info("training in %s already finished: %s", output_dir, _brief(done.result))
         return done.result
-    data = prepare_fold(
-        dataset_dir, genotype.spatial_dims, fold, n_folds, seed, spatial_size, slice_axis, patch_size,
-        samples_per_volume, keep_empty_fraction, genotype=genotype, genotype_source=genotype_source,
-        train_transform=train_transform, val_transform=val_transform,
-    )
-    geometry = Geometry(genotype.spatial_dims, list(spatial_size), slice_axis, list(patch_size),
-                        data.dataset.channel_names, [data.dataset.labels[c] for c in sorted(data.dataset.labels)])
+    data = prepare_fold(dataset_dir, dims, geometry, fold, n_folds, seed, genotype=genotype,
+                        train_transform=train_transform, val_transform=val_transform,
+                        allow_outside=allow_outside_dataset_dir)
+    trained_at = Geometry(dims, list(geometry.spatial_size), geometry.slice_axis, list(geometry.patch_size),
+                          data.dataset.channel_names, [data.dataset.labels[c] for c in sorted(data.dataset.labels)])
 
     network.to(dev)
-    val_batch = 1 if genotype.spatial_dims == 3 else None  # whole volumes one at a time
-    loaders = make_loaders(data, batch_size, seed, num_workers, val_batch_size=val_batch)
-    checkpoint = RunCheckpoint(state, {"model": network, "optimiser": optimizer, "scheduler": lr_scheduler},
-                               {"loader": loaders.generator})
-    resumed = checkpoint.resume()
-    history: list[dict] = resumed.state.get("history", [])
-    if history:
-        log.info("resuming training at epoch %d/%d from %s", len(history) + 1, epochs, state.path)
+    val_batch = 1 if dims == 3 else None  # whole volumes one at a time
+    loaders = make_loaders(data, recipe.batch_size, seed, num_workers, val_batch_size=val_batch)
     classes = data.dataset.num_classes
     engine = RunEngine(
         SupervisedStep(network, loss, optimizer), EpochBatches(loaders.train, seed), dev,
         scheduler=lr_scheduler,
         validate=lambda epoch: _validation_row(score_network(network, loaders.val, classes, dev, inferer)),
-        validate_every=lambda epoch: (epoch + 1) % val_interval == 0 or epoch + 1 == epochs,
-        checkpoint=checkpoint, desc=f"train {genotype.name or genotype.method}", num_batches=len(loaders.train),
+        validate_every=lambda epoch: (epoch + 1) % recipe.val_interval == 0 or epoch + 1 == epochs,
+        checkpoint=RunCheckpoint(state, {"model": network, "optimiser": optimizer, "scheduler": lr_scheduler},
+                                 {"loader": loaders.generator}),
+        desc=f"train {genotype.name or genotype.method}", num_batches=len(loaders.train),
     )
-
-    def on_epoch(row: dict) -> dict:
-        history.append(row)
-        return {"history": history}
-
-    engine.run(range(len(history), epochs), on_epoch)
-    return _finish(state, network, genotype, geometry, data, history, output_dir, identity)
+    history = engine.fit(epochs)
+    return _finish(state, network, genotype, trained_at, data, history, output_dir, identity)
 
 
 def _validation_row(scores: dict) -> dict:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas_ops.bundle import entry
 from nas_ops.config import check_output_dir
+from nas_ops.entry import entry
 from nas_ops.errors import InputError
 from nas_ops.training.artifacts import load_model
 

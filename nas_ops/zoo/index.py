@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nas_ops.atomic import write_json_atomic
-from nas_ops.bundle import entry
+from nas_ops.entry import entry
 from nas_ops.errors import InputError
 from nas_ops.training.artifacts import sha256_file
 
@@ -139,7 +139,8 @@ def entry_of(archive: Path, index_dir: Path) -> dict[str, Any]:
         rel = str(archive.resolve().relative_to(index_dir.resolve()))
     except ValueError:
         rel = archive.resolve().as_uri()
-    return {"name": name, "version": meta["version"], "method": meta.get("method"), "task": meta.get("task"),
+    return {"name": name, "version": meta["version"], "method": meta.get("method"), "bundle": meta.get("bundle"),
+            "task": meta.get("task"),
             "dataset": meta.get("dataset"), "monai_version": meta["monai_version"],
             "pytorch_version": meta["pytorch_version"],
             "medseg_nas_version": meta.get("required_packages_version", {}).get("medseg-nas"),
@@ -167,9 +168,10 @@ def index(*archives: str, index_path: str = "zoo/index.json") -> str:
 
 @entry
 def listing(index_path: str = "zoo/index.json", method: str | None = None, task: str | None = None) -> str:
-    """The index as a table, filtered by method and by a word of the task or dataset."""
+    """The index as a table, filtered by method (the genotype's, or the bundle's: ``bixnet`` or ``bixnas``) and by a
+    word of the task or dataset."""
     _, doc = read_index(index_path)
-    rows = [e for e in doc["bundles"] if (method is None or e.get("method") == method)
+    rows = [e for e in doc["bundles"] if (method is None or method in (e.get("method"), e.get("bundle")))
             and (task is None or task.lower() in f"{e.get('task')} {e.get('dataset')}".lower())]
     lines = ["| name | version | method | dataset | mean Dice | MONAI | torch |", "|---|---|---|---|---|---|---|"]
     for e in rows:

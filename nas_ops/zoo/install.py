@@ -24,8 +24,8 @@ from importlib.metadata import version as installed_version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from nas_ops.bundle import entry
 from nas_ops.config import check_output_dir
+from nas_ops.entry import entry
 from nas_ops.errors import InputError
 from nas_ops.zoo.index import check_release, local_path, read_index, release_key, sha256_path
 

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from nas_ops.atomic import atomic_write
-from nas_ops.bundle import entry
 from nas_ops.config import check_output_dir
+from nas_ops.entry import entry
 from nas_ops.errors import InputError
 from nas_ops.training.artifacts import GENOTYPE_FILE, MODEL_FILE, read_info, verify_checksums
 from nas_ops.zoo.index import release_key, sha256_path
 
-BUNDLES = ("bixnas", "mbnas", "c2fnas")
 WORKFLOWS = ("train", "inference", "evaluate")
 INFO_FILE = "model_info.json"
 VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
@@ -45,14 +44,14 @@ def check_version(version: Any, source: Any, field: str = "version") -> str:
     return text
 
 
-def bundle_name(bundle: Path) -> str | None:
-    """The method bundle a folder holds, from its ``train.json``'s ``bundle_root`` (``bundle_root('bixnas')``)."""
+def bundle_dims(meta: dict[str, Any], source: Path) -> int:
+    """The dimensionality of the networks a bundle's configs train and apply: the length of the input's
+    ``spatial_shape`` its metadata declares."""
     try:
-        root = json.loads((bundle / "configs" / "train.json").read_text()).get("bundle_root", "")
-    except (OSError, ValueError):
-        return None
-    found = re.search(r"bundle_root\('(\w+)'\)", str(root))
-    return found.group(1) if found else None
+        return len(meta["network_data_format"]["inputs"]["image"]["spatial_shape"])
+    except (KeyError, TypeError):
+        raise InputError(source, "network_data_format.inputs.image.spatial_shape", "missing: the bundle's metadata "
+                         "must declare its input shape") from None
 
 
 def _json(doc: Any) -> bytes:
@@ -119,43 +118,40 @@ sha256 of both files, checked before the weights are loaded. `configs/train.json
 
 
 @entry
-def pack(run_dir: str, method: str, version: str | int | float, out_dir: str = "zoo", name: str | None = None,
+def pack(run_dir: str, bundle: str, version: str | int | float, out_dir: str = "zoo", name: str | None = None,
          changelog: str = "trained and packed", bundle_dir: str | None = None) -> str:
     """Pack ``run_dir`` (a bundle run's ``output_dir``: ``train/models/`` and, if evaluated, ``eval/metrics.json``)
-    of bundle ``method`` into ``<out_dir>/<name>_v<version>.zip``; returns the zip's path."""
+    with the configs of ``bundle`` (the folder ``bundles/<bundle>``, or ``bundle_dir``) into
+    ``<out_dir>/<name>_v<version>.zip``; returns the zip's path. The method and the dimensionality are the trained
+    genotype's; a bundle whose metadata declares inputs of another dimensionality is refused."""
     source = "zoo pack"
-    if method not in BUNDLES:
-        raise InputError(source, "method", f"must be one of {list(BUNDLES)}, got {method!r}")
     version = check_version(version, source)
-    bundle = Path(bundle_dir) if bundle_dir else Path("bundles") / method
-    if not (bundle / "configs" / "metadata.json").is_file():
-        raise InputError(bundle, "bundle_dir", "has no configs/metadata.json: run from the project's root or pass "
+    folder = Path(bundle_dir) if bundle_dir else Path("bundles") / bundle
+    if not (folder / "configs" / "metadata.json").is_file():
+        raise InputError(folder, "bundle_dir", "has no configs/metadata.json: run from the project's root or pass "
                          "--bundle_dir")
-    of = bundle_name(bundle)
-    if of != method:
-        raise InputError(bundle, "bundle_dir", f"is the {of} bundle, not {method}: pass the {method} bundle's folder")
+    meta = json.loads((folder / "configs" / "metadata.json").read_text())
     out = check_output_dir(out_dir, "out_dir", source)
     model_dir = Path(run_dir) / "train" / "models"
     info = read_info(model_dir)
     verify_checksums(model_dir, info)
     genotype = json.loads((model_dir / GENOTYPE_FILE).read_text())
-    dims = 3 if method == "c2fnas" else 2
+    dims, method = bundle_dims(meta, folder / "configs" / "metadata.json"), genotype.get("method")
     if genotype.get("spatial_dims") != dims:
         raise InputError(model_dir / GENOTYPE_FILE, "spatial_dims", f"is {genotype.get('spatial_dims')}: the "
-                         f"{method} bundle trains {dims}D networks; pack this run with the bundle that trained it")
+                         f"{bundle} bundle trains {dims}D networks; pack this run with the bundle that trained it")
     metrics_path = Path(run_dir) / "eval" / "metrics.json"
     metrics = eval_metrics(json.loads(metrics_path.read_text()) if metrics_path.is_file() else None)
     dataset = info.get("dataset") if isinstance(info.get("dataset"), dict) else {}
-    name = name or re.sub(r"[^a-z0-9_]", "_", f"{method}_{dataset.get('name', 'model')}".lower())[:64]
+    name = name or re.sub(r"[^a-z0-9_]", "_", f"{bundle}_{dataset.get('name', 'model')}".lower())[:64]
     if not NAME.match(name):
         raise InputError(source, "name", f"must be lower-case letters, digits and '_', got {name!r}")
 
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     older = {k: v for k, v in meta.get("changelog", {}).items()
              if VERSION.fullmatch(k) and release_key(k) < release_key(version)}
     meta.update(version=version, changelog={version: changelog, **older},
                 eval_metrics=metrics, genotype_sha256=sha256_path(model_dir / GENOTYPE_FILE),
-                name=name, method=method, dataset=dataset.get("name"))
+                name=name, bundle=bundle, method=method, dataset=dataset.get("name"))
     fmt = meta["network_data_format"]
     image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
     geometry = info["geometry"]
@@ -169,12 +165,12 @@ def pack(run_dir: str, method: str, version: str | int | float, out_dir: str = "
         elif len(spec["channel_def"]) != n:
             spec["channel_def"] = {str(i): f"channel {i}" for i in range(n)}
 
-    files: dict[str, bytes] = {"configs/metadata.json": _json(meta), **packed_configs(bundle),
+    files: dict[str, bytes] = {"configs/metadata.json": _json(meta), **packed_configs(folder),
                                "models/" + MODEL_FILE: (model_dir / MODEL_FILE).read_bytes(),
                                "models/" + GENOTYPE_FILE: (model_dir / GENOTYPE_FILE).read_bytes(),
                                "models/" + INFO_FILE: (model_dir / INFO_FILE).read_bytes(),
                                "docs/README.md": _readme(name, method, version, genotype, dataset.get("name"), metrics),
-                               "LICENSE": (bundle / "LICENSE").read_bytes()}
+                               "LICENSE": (folder / "LICENSE").read_bytes()}
     path = out / f"{name}_v{version}.zip"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
