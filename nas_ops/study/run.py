@@ -1,0 +1,238 @@
+"""A study in one call: from a dataset to a table that says whether each search beat hand-design and chance.
+
+``study(dataset_dir, output_dir, methods=[...])``, in order, each part resumable and reused when finished:
+
+1. the split (:mod:`nas_ops.study.split`): held-out test cases, patient-grouped folds of the rest, written once
+   as the study's development and test dataset folders;
+2. each method's search, through its bundle's ``search.json`` (with the budget's overlays) on the development
+   cases only (:mod:`nas_ops.study.workflows`: the code path of ``python -m monai.bundle run``);
+3. the models of each method (:mod:`nas_ops.study.models`): the network its search found, the baselines of its
+   bundle (``--baselines``), and ``random`` architectures drawn uniformly from its search space under the search's
+   constraints (``nas_ops.search_run.draw_distinct``: seeded, valid, different from each other);
+4. every model trained with one recipe (the bundle's ``train.json`` and the budget's overlays) for every seed and
+   fold, and scored on the test cases (:mod:`nas_ops.study.jobs`), as jobs of the execution layer (``backend``:
+   ``local``, ``ray`` or ``subprocess``);
+5. the report (:mod:`nas_ops.study.report`): ``report.md``, ``results.csv``, ``summary.json`` and the plots.
+
+``<output_dir>/study.json`` keeps the study's identity (the dataset's fingerprint and every setting that changes a
+number): the same command resumes or reports a study; another dataset or setting in the folder is refused, naming
+what changed. Where the jobs run (backend, parallel jobs) is not part of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from nas_ops.atomic import write_json_atomic
+from nas_ops.config import Backend, Fraction, NFolds, NonNegativeInt, PositiveInt, check_output_dir, nearest
+from nas_ops.data.setup import load_checked_dataset
+from nas_ops.engine.execution import Job, executor
+from nas_ops.engine.seeds import stream_seed
+from nas_ops.entry import entry
+from nas_ops.errors import InputError, read_json
+from nas_ops.genotype import Genotype
+from nas_ops.search_run import ENTRY_POINT_GROUP, GENOTYPE_FILE, Searcher, draw_distinct, get_searcher
+from nas_ops.search_state import refuse_other_settings
+from nas_ops.study.models import StudyModel, baseline_genotype, bundle_baselines, check_baselines
+from nas_ops.study.report import write_report
+from nas_ops.study.split import draw_split, read_split, write_views
+from nas_ops.study.workflows import config_value, run_workflow
+
+log = logging.getLogger(__name__)
+FORMAT, VERSION = "medseg-nas-study", 1
+STUDY_FILE, SPLIT_FILE = "study.json", "split.json"
+SOURCE = "study"
+
+
+def _searchers(methods: list[str]) -> dict[str, Searcher]:
+    from importlib.metadata import entry_points
+
+    declared = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    out = {}
+    for i, name in enumerate(methods):
+        if name not in declared:
+            raise InputError(SOURCE, f"methods[{i}]", f"no search method {name!r}{nearest(name, declared)}; "
+                             f"known: {declared}")
+        out[name] = get_searcher(name)
+    if not out:
+        raise InputError(SOURCE, "methods", "names no method: give at least one search method")
+    return out
+
+
+def _only_known(bundle_dir: Path, names: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides a bundle's merged configs define (a search without ``fold`` or ``backend`` gets none)."""
+    from monai.bundle import ConfigParser
+
+    keys = set(ConfigParser.load_config_files([str(bundle_dir / "configs" / n) for n in names]))
+    return {k: v for k, v in overrides.items() if k in keys}
+
+
+def _save(genotype: Genotype, path: Path) -> str:
+    """Write a model's genotype unless the file already holds it; returns the path."""
+    if not genotype.matches_file(path):
+        genotype.save(path)
+    return str(path)
+
+
+@entry
+def study(
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    methods: list[str],
+    baselines: list[str] | None = None,
+    random: NonNegativeInt = 8,
+    seeds: PositiveInt = 3,
+    folds: PositiveInt = 1,
+    n_folds: NFolds = 5,
+    recipe: Literal["bundle"] = "bundle",
+    budget: Literal["demo", "paper"] = "demo",
+    test_fraction: Fraction = 0.2,
+    split_seed: NonNegativeInt = 0,
+    search_seed: NonNegativeInt = 0,
+    device: str = "cpu",
+    backend: Backend = "local",
+    parallel_jobs: PositiveInt = 1,
+    ray_address: str | None = None,
+    bundles_dir: str | Path = "bundles",
+    search_overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    allow_outside_dataset_dir: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume, or report) a study; returns its summary (see the module docstring).
+
+    ``methods``: searches by name (``bixnas``, ``mbnas``, ``c2fnas``, ``dints``); ``baselines``: names of the
+    bundles' genotypes (``unet``, ``bionet_pp``, ``resunet``, ``unet3d``, ...) or ``segresnet`` (None: every
+    baseline each bundle ships for its dimensionality, and SegResNet); ``random``: random architectures per method;
+    ``seeds`` x ``folds``: the trainings of every model (training seeds 0.., folds 0.. of ``n_folds``);
+    ``budget``: the bundles' ``demo`` overlays or their ``paper`` settings; ``test_fraction``: the held-out share of
+    the cases (at least 6 cases, so a Wilcoxon test can reach p < 0.05). ``search_overrides``/``train_overrides``:
+    keys set on every search/training over the budget's configs (``{"search#budget": 20}``, ``{"epochs": 30}``),
+    as ``--key value`` on a bundle's command line. A search runs in this process with ``parallel_jobs`` torch
+    threads (its own independent jobs, if it has any, on ``backend``); every training is a job of one thread.
+    """
+    tic = time.perf_counter()
+    out = check_output_dir(output_dir, source=SOURCE)
+    searchers = _searchers(list(methods))
+    if folds > n_folds:
+        raise InputError(SOURCE, "folds", f"{folds} folds of a {n_folds}-fold split: use at most {n_folds}")
+    bundles = Path(bundles_dir)
+    for name, searcher in searchers.items():
+        if not (bundles / searcher.bundle / "configs" / "search.json").is_file():
+            raise InputError(SOURCE, "bundles_dir", f"{bundles / searcher.bundle} holds no bundle (method {name}): "
+                             "run from the project's root or pass --bundles_dir")
+    ds = load_checked_dataset(dataset_dir, allow_outside=allow_outside_dataset_dir)
+    for name, searcher in searchers.items():
+        if searcher.spatial_dims == 3 and not ds.is_3d:
+            raise InputError(ds.json_path, "training", f"holds 2D images: {name} searches 3D networks on volumes")
+    dims = {name: searcher.spatial_dims or 2 for name, searcher in searchers.items()}
+    available = {name: bundle_baselines(bundles / s.bundle, dims[name]) for name, s in searchers.items()}
+    if baselines is not None:
+        check_baselines(list(baselines), available)
+    chosen = {name: [b for b in (baselines if baselines is not None else names) if b in names]
+              for name, names in available.items()}
+    identity = {"dataset": {"name": ds.name, "fingerprint": ds.fingerprint}, "methods": list(methods),
+                "baselines": chosen, "random": random, "seeds": seeds, "folds": folds, "n_folds": n_folds,
+                "recipe": recipe, "budget": budget, "test_fraction": test_fraction, "split_seed": split_seed,
+                "search_seed": search_seed, "device": device, "search_overrides": search_overrides or {},
+                "train_overrides": train_overrides or {}}
+    state_path = out / STUDY_FILE
+    if state_path.is_file():
+        saved = read_json(state_path)
+        refuse_other_settings(saved.get("identity", {}), identity, state_path, "study")
+    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(state_path, {"format": FORMAT, "version": VERSION, "identity": identity, "command": command})
+
+    # 1. the split
+    split_path = out / SPLIT_FILE
+    if split_path.is_file():
+        split = read_split(split_path)
+    else:
+        split = draw_split(ds, n_folds, split_seed, test_fraction)
+    dev_dir, test_dir = write_views(ds, split, out / "data")
+    write_json_atomic(split_path, split.to_dict())
+    dev, test = load_checked_dataset(dev_dir), load_checked_dataset(test_dir)
+    log.info("study split of %s: %d development cases in %d folds, %d held-out test cases", ds.name,
+             len(dev.items), n_folds, len(test.items))
+    fingerprints = {"dev": dev.fingerprint, "test": test.fingerprint}
+
+    # 2. the searches, 3. the models
+    models: list[StudyModel] = []
+    search_seconds: dict[str, float] = {}
+    for name, searcher in searchers.items():
+        bundle_dir = bundles / searcher.bundle
+        configs = ["search.json", *searcher.overlays[budget]]
+        search_out = out / "searches" / name
+        timing = search_out / "study_search.json"
+        if timing.is_file():
+            search_seconds[name] = read_json(timing)["seconds"]
+        started = time.perf_counter()
+        log.info("search %s (%s budget) on the development cases into %s", name, budget, search_out)
+        run_workflow(bundle_dir, configs, **_only_known(bundle_dir, configs, {
+            "dataset_dir": str(dev_dir), "output_dir": str(search_out), "seed": search_seed, "fold": 0,
+            "n_folds": n_folds, "device": device, "num_threads": parallel_jobs, "backend": backend,
+            "parallel_jobs": parallel_jobs, "ray_address": ray_address}), **(search_overrides or {}))
+        if name not in search_seconds:
+            search_seconds[name] = round(time.perf_counter() - started, 1)
+            write_json_atomic(timing, {"seconds": search_seconds[name]})
+        genotypes = out / "genotypes" / searcher.bundle
+        found = Genotype.load(search_out / "search" / GENOTYPE_FILE)
+        models.append(StudyModel(name, searcher.bundle, f"{name}-found", "found",
+                                 _save(found.replace(name=f"{name}-found"), genotypes / f"{name}-found.json")))
+        for base in chosen[name]:
+            genotype = baseline_genotype(base, bundle_dir, dims[name], dev)
+            models.append(StudyModel(name, searcher.bundle, base, "baseline",
+                                     _save(genotype, genotypes / f"{base}.json")))
+        cfg = searcher.config_class.from_values(config_value(bundle_dir, configs, "search", **(search_overrides or {})))
+        for i, genotype in enumerate(draw_distinct(searcher, cfg, dev, random, stream_seed(search_seed, 9_000))):
+            model = f"{name}-random_{i:02d}"
+            models.append(StudyModel(name, searcher.bundle, model, "random",
+                                     _save(genotype.replace(name=model), genotypes / f"{model}.json")))
+
+    # 4. the trainings
+    jobs, seen = [], set()
+    for model in models:
+        searcher = searchers[model.method]
+        train_configs = [c for c in searcher.overlays[budget] if c == "demo.json"]
+        for seed in range(seeds):
+            for fold in range(folds):
+                key = (model.bundle, model.name, seed, fold)
+                if key in seen:
+                    continue
+                seen.add(key)
+                run_dir = out / "runs" / model.bundle / model.name / f"seed{seed}_fold{fold}"
+                jobs.append(Job("nas_ops.study.jobs.train_and_test", tag=key, log=str(run_dir / "job.log"), kwargs={
+                    "bundle_dir": str(bundles / model.bundle), "train_configs": train_configs,
+                    "genotype_path": model.genotype, "dev_dir": str(dev_dir), "test_dir": str(test_dir),
+                    "run_dir": str(run_dir), "fold": fold, "n_folds": n_folds, "seed": seed, "device": device,
+                    "fingerprints": fingerprints, "overrides": train_overrides or {}}))
+    log.info("study: %d trainings (%d models x %d seeds x %d folds) on %s with %d job(s) at once", len(jobs),
+             len(seen) // (seeds * folds), seeds, folds, backend, parallel_jobs)
+    results: dict[tuple, dict] = {}
+    started = time.perf_counter()
+    with executor(backend, parallel_jobs, ray_address) as run_jobs:
+        for done, (job, result) in enumerate(run_jobs(jobs), 1):
+            results[job.tag] = result
+            log.info("study: training %d/%d done (%s %s seed %d fold %d): %.0f s", done, len(jobs), *job.tag[:2],
+                     *job.tag[2:], result["job_seconds"])
+    training_seconds = round(time.perf_counter() - started, 1)
+
+    # 5. the report
+    return write_report(out, ds, split, models, results, searchers, {
+        "command": command, "identity": identity, "search_seconds": search_seconds,
+        "training_seconds": training_seconds, "study_seconds": round(time.perf_counter() - tic, 1),
+        "trainings": len(jobs), "dev_dir": str(dev_dir), "test_dir": str(test_dir)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``medseg-nas-study`` console command (a ``fire`` CLI over :func:`study`)."""
+    from nas_ops.entry import fire_main
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    fire_main(study, argv)
