@@ -46,13 +46,15 @@ def debugging() -> bool:
 
 
 def input_error_in(exc: BaseException | None) -> InputError | None:
-    """The :class:`InputError` behind ``exc`` (itself, or one it was raised from or during), or None."""
+    """The :class:`InputError` behind ``exc``: itself, or one it was raised from (``raise ... from err``, as MONAI
+    wraps an error of a config expression), or None. An error raised while handling an InputError is another
+    error: it keeps its traceback."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, InputError):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
     return None
 
 

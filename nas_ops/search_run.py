@@ -103,6 +103,7 @@ class Searcher(Protocol):
     spatial_dims: int | None  # 3: searches 3D networks on volumes; 2 or None: any dataset (2D methods slice volumes)
     bundle: str  # the bundle folder whose configs run it (``bundles/<bundle>``)
     overlays: dict[str, tuple[str, ...]]  # per budget (``demo``, ``paper``): configs merged over search.json
+    train_overlays: dict[str, tuple[str, ...]]  # per budget: configs merged over the bundle's train.json
 
     def memory_probe(self, config: Any, dataset: MSDDataset, prefix: str) -> MemoryProbe | None:
         """The heaviest training step of a search of ``config`` on ``dataset`` (None: the method checks its
@@ -112,8 +113,9 @@ class Searcher(Protocol):
         """The search body: resumes or reports what is finished, writes its own checkpoints in ``run.output_dir``."""
 
     def sample(self, config: Any, dataset: MSDDataset, rng: np.random.Generator) -> tuple[Any, Genotype]:
-        """One architecture drawn uniformly from the space a search of ``config`` explores, under its constraints
-        (a random-search control), with the key that tells two different networks apart."""
+        """One architecture drawn from the space a search of ``config`` explores, under its constraints (a
+        random-search control; uniformly where the method can say what uniform means), with the key that tells two
+        different networks apart."""
 
     def progress(self, output_dir: Path) -> Progress | None:
         """The objective along a finished search in ``output_dir`` (None when it left none)."""
@@ -136,7 +138,6 @@ class SearchRun:
     plots: bool = True
     execution: Execution = field(default_factory=Execution)
     memory_limit_gb: float | None = None
-    allow_outside: bool = False
     source: str = CONFIG_SOURCE
     prefix: str = "search#"  # how messages name the block's keys: search#<key> for a bundle's block, <key> from Python
 
@@ -213,13 +214,13 @@ def _read(path: Path) -> Any:
         return None
 
 
-def get_searcher(name: str, source: str | None = None) -> Searcher:
+def get_searcher(name: str, source: str | None = None, field: str = "searcher#method") -> Searcher:
     """The searcher declared under ``name`` in the entry-point group ``medseg_nas.searches``."""
     declared = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if name not in declared:
         from nas_ops.config import nearest
 
-        raise InputError(source, "searcher#method", f"no search method {name!r}{nearest(name, declared)}; "
+        raise InputError(source, field, f"no search method {name!r}{nearest(name, declared)}; "
                          f"known: {sorted(declared)}")
     return declared[name].load()
 
@@ -270,8 +271,7 @@ def open_search(
                              source, what=probe.what, batch_key=probe.batch_key,
                              samples_per_item=probe.samples_per_item)
     return SearchRun(searcher, cfg, dev, Path(dataset_dir), ds, out, seed, fold, n_folds, num_workers, plots,
-                     Execution(backend, parallel_jobs, ray_address), memory_limit_gb, allow_outside_dataset_dir,
-                     source, prefix)
+                     Execution(backend, parallel_jobs, ray_address), memory_limit_gb, source, prefix)
 
 
 def search(method: str, dataset_dir: str | Path, output_dir: str | Path, options: dict[str, Any] | None = None,

@@ -32,10 +32,11 @@ from nas_ops.study.workflows import config_value
 
 def measure(dataset_dir: str = "demo_data/Task902_DemoMRI", overlays: tuple[str, ...] = ("demo.json",),
             seeds: int = 5, neighbours: int = 3, bundle_dir: str = "bundles/mbnas", n_folds: int = 5,
-            out: str | None = None) -> dict:
-    """Train the U-Net start and ``neighbours`` of its first-sweep candidates ``seeds`` times each; see the module."""
+            overrides: dict | None = None, out: str | None = None) -> dict:
+    """Train the U-Net start and ``neighbours`` of its first-sweep candidates ``seeds`` times each; see the module.
+    ``overrides``: keys of the search block set over the overlays (``{"epochs": 15}``)."""
     torch.set_num_threads(1)
-    block = config_value(bundle_dir, ["search.json", *overlays], "search")
+    block = {**config_value(bundle_dir, ["search.json", *overlays], "search"), **(overrides or {})}
     cfg = MBNASConfig.from_values(block)
     ds = load_checked_dataset(dataset_dir)
     space = SearchSpace(cfg.num_nodes, cfg.max_depth, tuple(cfg.blocks), tuple(cfg.kernel_sizes))

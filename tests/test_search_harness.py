@@ -1,4 +1,5 @@
-"""The shape of the library around the one search harness: every method package holds the same files, no method
+"""The one search harness and the shape of the library around it: the harness checks everything before it writes
+and writes a finished search's files only when they change; every method package holds the same files, no method
 imports another, the core names no method, every search is declared to the harness, and each bundle's ``search``
 block shows exactly the defaults of its method's config class (one place for every default)."""
 
@@ -11,8 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from nas_ops.config import json_ready
-from nas_ops.search_run import get_searcher
+from nas_ops.baselines.unet import unet_genotype
+from nas_ops.config import ConfigBlock, PositiveInt, json_ready
+from nas_ops.data import make_nuclei_dataset
+from nas_ops.errors import InputError
+from nas_ops.genotype import Genotype
+from nas_ops.registry import build_network
+from nas_ops.search_run import MemoryProbe, SearchOutcome, get_searcher, open_search
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "nas_ops"
@@ -83,3 +89,78 @@ def test_each_bundle_search_block_shows_its_config_defaults(config, method):
     assert doc["search"] == defaults
     named = doc.get("searcher", {}).get("method") or doc.get("searcher#method")
     assert named == method
+
+
+# -- the harness's opening and ending, with a toy method ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig(ConfigBlock):
+    width: PositiveInt = 4
+
+
+class ToySearcher:
+    """A method that 'finds' a U-Net of ``width`` and draws one plot per finish that writes a genotype."""
+
+    name = "Toy"
+    config_class = ToyConfig
+    spatial_dims = None
+    bundle = "none"
+    overlays = {"demo": (), "paper": ()}
+    train_overlays = {"demo": (), "paper": ()}
+
+    def __init__(self) -> None:
+        self.drawn = 0
+
+    def memory_probe(self, cfg, ds, prefix):
+        return MemoryProbe(lambda: build_network(self.genotype(cfg, ds)), (ds.in_channels, 16, 16), 1,
+                           f"{prefix}width", "the toy's training", batch_key=f"{prefix}width")
+
+    @staticmethod
+    def genotype(cfg, ds):
+        return unet_genotype(2, ds.in_channels, ds.num_classes, features=[cfg.width, 2 * cfg.width])
+
+    def run(self, run):
+        run.begin()
+
+        def draw(folder):
+            self.drawn += 1
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "plot.txt").write_text(str(self.drawn))
+
+        genotype = self.genotype(run.config, run.dataset).replace(provenance=run.provenance(score=1.0))
+        return SearchOutcome({"width": run.config.width}, genotype, draw)
+
+
+def test_the_harness_checks_everything_first_and_writes_only_what_changed(tmp_path):
+    data = make_nuclei_dataset(tmp_path / "data", num_images=4, size=32)
+    toy, out = ToySearcher(), tmp_path / "run"
+
+    def search(**kw):
+        run = open_search(toy, data, out, **{"device": "cpu", "n_folds": 2, **kw})
+        return run.finish(toy.run(run))
+
+    with pytest.raises(InputError, match=r"field 'fold': must be < n_folds = 2, got 2"):
+        search(fold=2)
+    with pytest.raises(InputError, match=r"field 'search#widht': unknown key \(did you mean 'width'\?\)"):
+        search(config={"widht": 3})
+    with pytest.raises(InputError, match=r"field 'width': the toy's training needs about"):
+        search(memory_limit_gb=1e-6)
+    with pytest.raises(InputError, match="no such folder"):
+        open_search(toy, tmp_path / "missing", out, device="cpu")
+    assert not out.exists()  # nothing written before every check passed
+    summary = search(width=4)
+    genotype = Genotype.load(out / "genotype.json")
+    assert genotype.spec["features"] == [4, 8] and genotype.provenance["method"] == "Toy"
+    assert genotype.provenance["dataset"]["fingerprint"].startswith("sha256:") and genotype.provenance["score"] == 1.0
+    assert json.loads((out / "search_summary.json").read_text()) == summary and summary["width"] == 4
+    assert (out / "plots" / "plot.txt").read_text() == "1"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert search(width=4) == summary  # finished: reported; genotype, summary and plots left as they are
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before and toy.drawn == 1
+    search(width=6)  # a toy without a checkpoint: another result is written, its plots drawn again
+    assert Genotype.load(out / "genotype.json").spec["features"] == [6, 12] and toy.drawn == 2
+    assert json.loads((out / "search_summary.json").read_text())["width"] == 6
+    (out / "search_method.json").write_text(json.dumps({"method": "Other"}))
+    with pytest.raises(InputError, match=r"search_method.json: field 'method': .* holds a Other search"):
+        search(width=4)

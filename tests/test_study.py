@@ -21,7 +21,7 @@ from nas_ops.errors import DatasetError, InputError
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
 from nas_ops.search_run import draw_distinct, get_searcher
-from nas_ops.study.split import draw_split, write_views
+from nas_ops.study.split import draw_split, min_test_cases, write_views
 from nas_ops.study.statistics import compare_family, friedman, holm, rank_among, wilcoxon
 
 torch.set_num_threads(1)
@@ -124,6 +124,14 @@ def test_the_split_holds_out_whole_patients_and_every_workflow_reads_its_folds(t
         fold_items(load_checked_dataset(dev_dir), 0, 2, 0)
     with pytest.raises(InputError, match="cannot give 6 test cases and 5 folds"):
         draw_split(ds, n_folds=5, seed=0)
+    assert [min_test_cases(m) for m in (1, 2, 3, 6, 7)] == [6, 7, 7, 8, 9]
+    doc = json.loads((data / "dataset.json").read_text())
+    (data / "imagesTr" / "copy").mkdir()
+    (data / "imagesTr" / "copy" / "mri_000.nii.gz").write_bytes((data / "imagesTr" / "mri_001.nii.gz").read_bytes())
+    doc["training"][1]["image"] = "./imagesTr/copy/mri_000.nii.gz"
+    (data / "dataset.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"training\[1\].image': case id 'mri_000' is also training\[0\]'s"):
+        draw_split(load_checked_dataset(data), n_folds=2, seed=0)
 
 
 def test_the_nnunet_export_writes_the_study_split(tmp_path):
@@ -179,14 +187,19 @@ def test_a_tiny_study_writes_its_table_keeps_test_cases_away_and_resumes(tmp_pat
                   search_overrides=TINY_SEARCH, train_overrides=TINY_TRAIN, command="pytest tiny study")
     summary = study_run.study(data, out, **kwargs)
     split = json.loads((out / "split.json").read_text())
-    assert len(split["test"]) == 6 and searched and not {Path(n).stem for n in searched} & set(split["test"])
+    # a family of 3 Holm-adjusted tests needs 7 cases to reach p < 0.05 (3 x 2/2^7 < 0.05 <= 3 x 2/2^6)
+    assert len(split["test"]) == 7 and searched and not {Path(n).stem for n in searched} & set(split["test"])
+    dev = json.loads((out / "data" / "dev" / "dataset.json").read_text())["training"]
+    assert not {case_id(e["image"]) for e in dev} & set(split["test"])  # no training nor validation sees them
+    assert {c for fold in json.loads((out / "data" / "dev" / SPLIT_FILE).read_text()) for side in fold.values()
+            for c in side} == {case_id(e["image"]) for e in dev}
     # the table: models x seeds x test cases x classes
     rows = list(csv.DictReader((out / "results.csv").open()))
     models = {"bixnas-found", "unet", "segresnet", "bixnas-random_00", "bixnas-random_01"}
-    assert {r["model"] for r in rows} == models and len(rows) == 5 * 2 * 6 * 1
+    assert {r["model"] for r in rows} == models and len(rows) == 5 * 2 * 7 * 1
     assert {r["case"] for r in rows} == set(split["test"])
     method = summary["methods"]["bixnas"]
-    assert method["cases"] == 6 and {t["name"] for t in method["tests"]} == {
+    assert method["cases"] == 7 and {t["name"] for t in method["tests"]} == {
         "Wilcoxon bixnas-found vs unet", "Wilcoxon bixnas-found vs segresnet",
         "Wilcoxon bixnas-found vs random control (median)"}
     holm_ps = [t["p_holm"] for t in method["tests"] if t["p"] is not None]

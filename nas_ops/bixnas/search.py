@@ -50,6 +50,7 @@ class BiXNAS:
     spatial_dims = 2
     bundle = "bixnas"
     overlays = {"demo": ("demo.json",), "paper": ()}
+    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, c: BiXNASConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """Phase 1's supernet training step (Phase 2 keeps one tail's graph at a time: it needs no more)."""

@@ -56,6 +56,7 @@ class C2FNAS:
     spatial_dims = 3
     bundle = "c2fnas"
     overlays = {"demo": ("demo.json",), "paper": ()}
+    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, cfg: C2FNASConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """The heaviest path of the largest supernet (:class:`HeaviestPath`)."""
@@ -80,8 +81,9 @@ class C2FNAS:
                            **{k: v for k, v in values.items() if k in SHARED_KEYS or k.startswith("coarse_")}}
         coarse = None
         if stage in ("all", "coarse"):
+            reported = (run.output_dir / RESULT_FILE).is_file()  # a finished stage is reported: nothing redrawn
             coarse = run_coarse(run, coarse_identity)
-            if run.plots:
+            if run.plots and not reported:
                 figures.plot_coarse(coarse, run.output_dir / "plots" / "coarse_groups.png")
             if stage == "coarse":
                 return SearchOutcome({"stage": "coarse", "topology": coarse["code"], "dice": coarse["dice"]})

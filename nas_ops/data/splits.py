@@ -60,6 +60,9 @@ def split_folds(ds: MSDDataset) -> list[tuple[list[int], list[int]]] | None:
     if not isinstance(doc, list) or not doc:
         raise DatasetError(path, "<root>", "must be a non-empty list of folds {\"train\": [...], \"val\": [...]}")
     index = {case_id(item["image"]): i for i, item in enumerate(ds.items)}
+    if len(index) < len(ds.items):
+        raise DatasetError(path, "<root>", f"{ds.json_path} names {len(ds.items) - len(index)} case id(s) twice: folds "
+                           "by case id need unique ids (file names without their suffix)")
     folds = []
     for k, fold in enumerate(doc):
         if not isinstance(fold, dict) or set(fold) != {"train", "val"}:

@@ -12,7 +12,7 @@ from nas_ops.errors import InputError
 
 @dataclass(frozen=True)
 class DiNTSConfig(ConfigBlock):
-    """Every knob of the DiNTS search: the ``dints`` block of the C2FNAS bundle's ``configs/search.json``.
+    """Every knob of the DiNTS search: the ``search`` block of the C2FNAS bundle's ``configs/dints.json`` overlay.
 
     Defaults: MONAI's DiNTS bundle's space (12 blocks x 4 levels, channel_mul 0.5) and optimisers; the budget is
     the C2FNAS search's default supernet epochs (8 groups x 50 + 50), half of them warm-up.

@@ -39,6 +39,7 @@ class DiNTSSearch:
     spatial_dims = 3
     bundle = "c2fnas"  # the comparison row of C2FNAS: the C2FNAS bundle with its DiNTS overlays
     overlays = {"demo": ("demo.json", "dints_demo.json"), "paper": ("dints.json",)}
+    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, cfg: DiNTSConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """The whole supernet, its weights built on the meta device."""

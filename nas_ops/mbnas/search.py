@@ -57,6 +57,7 @@ class MBNAS:
     spatial_dims = 2
     bundle = "mbnas"
     overlays = {"demo": ("demo.json",), "paper": ()}
+    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, cfg: MBNASConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """The U-Net start's training step (a larger candidate is skipped with score 0 by its training)."""

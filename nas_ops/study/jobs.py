@@ -20,8 +20,10 @@ from nas_ops.cost_model import estimate_training_memory, time_training_step
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.errors import InputError, read_json
 from nas_ops.genotype import Genotype
+from nas_ops.process import resolve_device
 from nas_ops.registry import build_network
 from nas_ops.study.workflows import config_value, run_workflow
+from nas_ops.training.artifacts import sha256_file
 
 RESULT_FILE = "study_result.json"
 
@@ -47,9 +49,11 @@ def train_and_test(bundle_dir: str, train_configs: list[str], genotype_path: str
     ``train_configs``' overlays, then ``overrides``), predict and score every test case; returns the job's result
     (see the module)."""
     overrides = overrides or {}
-    identity = {"bundle": Path(bundle_dir).name, "train_configs": train_configs, "genotype": Genotype.load(
-        genotype_path).to_dict(), "fold": fold, "n_folds": n_folds, "seed": seed, "data": fingerprints or {},
-        "overrides": overrides}
+    configs = ["train.json", *train_configs, "inference.json", "evaluate.json"]
+    identity = {"bundle": Path(bundle_dir).name, "configs": {name: sha256_file(Path(bundle_dir, "configs", name))
+                                                             for name in configs},
+                "genotype": Genotype.load(genotype_path).to_dict(), "fold": fold, "n_folds": n_folds, "seed": seed,
+                "data": fingerprints or {}, "overrides": overrides, "device": device}
     done = finished(run_dir, identity)
     if done is not None:
         return done
@@ -70,7 +74,8 @@ def train_and_test(bundle_dir: str, train_configs: list[str], genotype_path: str
         samples = config_value(bundle_dir, ["train.json", *train_configs], "samples_per_volume", **overrides)
     memory = estimate_training_memory(lambda: build_network(genotype), log["input_shape"], batch * samples)
     seed_everything(seed)
-    step_seconds = time_training_step(build_network(genotype), log["input_shape"], batch * samples)
+    step_seconds = time_training_step(build_network(genotype).to(resolve_device(device)), log["input_shape"],
+                                      batch * samples)
     result = {
         "classes": metrics["classes"], "per_case": metrics["per_case"], "params": log["params"],
         "macs": log["macs"], "input_shape": log["input_shape"], "epochs": len(history),

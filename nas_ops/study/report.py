@@ -91,8 +91,8 @@ def method_summary(method: str, models: list[StudyModel], results: dict[tuple, d
     tests = compare_family(column(found.name), others, found.name) if cases else []
     table = [column(found.name), *others.values()]
     fried = friedman(np.asarray(table)) if cases else TestResult("Friedman", None, None, 0, "no paired cases")
-    rank = rank_among(_row(rows, found.name)["dice_mean"], [_row(rows, r.name)["dice_mean"] for r in randoms]) \
-        if randoms else None
+    paired = {m.name: float(np.mean(column(m.name))) if cases else math.nan for m in mine}
+    rank = rank_among(paired[found.name], [paired[r.name] for r in randoms]) if randoms else None
     return {"method": method, "rows": rows, "cases": cases, "tests": tests, "friedman": fried, "rank": rank,
             "goal": _goal(rows, found.name, tests, rank)}
 
@@ -253,7 +253,8 @@ def _plot_boxes(per_method: dict[str, dict], models: list[StudyModel], results: 
         mine = sorted((m for m in models if m.method == name),
                       key=lambda m: ({"found": 0, "baseline": 1, "random": 2}[m.kind], m.name))
         data = [[v for v in _case_scores(results, m, "dice").values() if math.isfinite(v)] for m in mine]
-        ax.boxplot(data, tick_labels=[m.name.replace(f"{name}-", "") for m in mine])
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(mine) + 1), [m.name.replace(f"{name}-", "") for m in mine])
         ax.set_ylabel("test Dice per case")
         ax.set_title(name)
         ax.tick_params(axis="x", labelrotation=40)

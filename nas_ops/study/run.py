@@ -7,8 +7,9 @@
 2. each method's search, through its bundle's ``search.json`` (with the budget's overlays) on the development
    cases only (:mod:`nas_ops.study.workflows`: the code path of ``python -m monai.bundle run``);
 3. the models of each method (:mod:`nas_ops.study.models`): the network its search found, the baselines of its
-   bundle (``--baselines``), and ``random`` architectures drawn uniformly from its search space under the search's
-   constraints (``nas_ops.search_run.draw_distinct``: seeded, valid, different from each other);
+   bundle (``--baselines``), and ``random`` architectures drawn from its search space (uniformly where the space
+   allows) under the search's constraints (``nas_ops.search_run.draw_distinct``: seeded, valid, different from each
+   other);
 4. every model trained with one recipe (the bundle's ``train.json`` and the budget's overlays) for every seed and
    fold, and scored on the test cases (:mod:`nas_ops.study.jobs`), as jobs of the execution layer (``backend``:
    ``local``, ``ray`` or ``subprocess``);
@@ -29,18 +30,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nas_ops.atomic import write_json_atomic
-from nas_ops.config import Backend, Fraction, NFolds, NonNegativeInt, PositiveInt, check_output_dir, nearest
+from nas_ops.config import (
+    Backend,
+    Fraction,
+    NFolds,
+    NonNegativeInt,
+    PositiveInt,
+    check_output_dir,
+    json_ready,
+    nearest,
+)
 from nas_ops.data.setup import load_checked_dataset
 from nas_ops.engine.execution import Job, executor
 from nas_ops.engine.seeds import stream_seed
 from nas_ops.entry import entry
 from nas_ops.errors import InputError, read_json
 from nas_ops.genotype import Genotype
-from nas_ops.search_run import ENTRY_POINT_GROUP, GENOTYPE_FILE, Searcher, draw_distinct, get_searcher
+from nas_ops.process import resolve_device
+from nas_ops.search_run import GENOTYPE_FILE, Searcher, draw_distinct, get_searcher
 from nas_ops.search_state import refuse_other_settings
 from nas_ops.study.models import StudyModel, baseline_genotype, bundle_baselines, check_baselines
 from nas_ops.study.report import write_report
-from nas_ops.study.split import draw_split, read_split, write_views
+from nas_ops.study.split import draw_split, min_test_cases, read_split, write_views
 from nas_ops.study.workflows import config_value, run_workflow
 
 log = logging.getLogger(__name__)
@@ -50,18 +61,31 @@ SOURCE = "study"
 
 
 def _searchers(methods: list[str]) -> dict[str, Searcher]:
-    from importlib.metadata import entry_points
-
-    declared = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-    out = {}
-    for i, name in enumerate(methods):
-        if name not in declared:
-            raise InputError(SOURCE, f"methods[{i}]", f"no search method {name!r}{nearest(name, declared)}; "
-                             f"known: {declared}")
-        out[name] = get_searcher(name)
+    out = {name: get_searcher(name, SOURCE, f"methods[{i}]") for i, name in enumerate(methods)}
     if not out:
         raise InputError(SOURCE, "methods", "names no method: give at least one search method")
     return out
+
+
+def _check_overrides(bundle_dir: Path, searcher: Searcher, budget: str, search: dict[str, Any] | None,
+                     train: dict[str, Any] | None) -> list[str]:
+    """Refuse an override key the method's configs do not define, and a search block the method refuses, before
+    anything runs; returns the search's configs."""
+    from monai.bundle import ConfigParser
+
+    configs = ["search.json", *searcher.overlays[budget]]
+    for names, overrides, what in ((configs, search, "search_overrides"),
+                                   (["train.json", *searcher.train_overlays[budget]], train, "train_overrides")):
+        keys = set(ConfigParser.load_config_files([str(bundle_dir / "configs" / n) for n in names]))
+        for key in overrides or {}:
+            top = key.split("#", 1)[0]
+            if top not in keys:
+                raise InputError(SOURCE, f"{what}.{key}", f"the {searcher.name} bundle's {names[0]} has no key "
+                                 f"{top!r}{nearest(top, keys)}")
+    block = config_value(bundle_dir, configs, "search", **(search or {}))
+    searcher.config_class.from_values(block, f"{bundle_dir / 'configs' / 'search.json'} (with search_overrides)",
+                                      "search#")
+    return configs
 
 
 def _only_known(bundle_dir: Path, names: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +135,8 @@ def study(
     baseline each bundle ships for its dimensionality, and SegResNet); ``random``: random architectures per method;
     ``seeds`` x ``folds``: the trainings of every model (training seeds 0.., folds 0.. of ``n_folds``);
     ``budget``: the bundles' ``demo`` overlays or their ``paper`` settings; ``test_fraction``: the held-out share of
-    the cases (at least 6 cases, so a Wilcoxon test can reach p < 0.05). ``search_overrides``/``train_overrides``:
+    the cases (at least as many as a method's family of Holm-adjusted Wilcoxon tests needs to reach p < 0.05:
+    :func:`nas_ops.study.split.min_test_cases`). ``search_overrides``/``train_overrides``:
     keys set on every search/training over the budget's configs (``{"search#budget": 20}``, ``{"epochs": 30}``),
     as ``--key value`` on a bundle's command line. A search runs in this process with ``parallel_jobs`` torch
     threads (its own independent jobs, if it has any, on ``backend``); every training is a job of one thread.
@@ -136,25 +161,26 @@ def study(
         check_baselines(list(baselines), available)
     chosen = {name: [b for b in (baselines if baselines is not None else names) if b in names]
               for name, names in available.items()}
+    resolve_device(device, SOURCE)
+    configs = {name: _check_overrides(bundles / s.bundle, s, budget, search_overrides, train_overrides)
+               for name, s in searchers.items()}
+    family = max(len(chosen[name]) + (1 if random else 0) for name in searchers)
     identity = {"dataset": {"name": ds.name, "fingerprint": ds.fingerprint}, "methods": list(methods),
                 "baselines": chosen, "random": random, "seeds": seeds, "folds": folds, "n_folds": n_folds,
                 "recipe": recipe, "budget": budget, "test_fraction": test_fraction, "split_seed": split_seed,
                 "search_seed": search_seed, "device": device, "search_overrides": search_overrides or {},
                 "train_overrides": train_overrides or {}}
+    identity = json_ready(identity)
     state_path = out / STUDY_FILE
     if state_path.is_file():
         saved = read_json(state_path)
         refuse_other_settings(saved.get("identity", {}), identity, state_path, "study")
+    split_path = out / SPLIT_FILE  # 1. the split: drawn (a pure function of the dataset and the settings) first
+    split = read_split(split_path) if split_path.is_file() else draw_split(
+        ds, n_folds, split_seed, test_fraction, min_test=min_test_cases(family))
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # every input checked: from here on the study writes
     write_json_atomic(state_path, {"format": FORMAT, "version": VERSION, "identity": identity, "command": command})
-
-    # 1. the split
-    split_path = out / SPLIT_FILE
-    if split_path.is_file():
-        split = read_split(split_path)
-    else:
-        split = draw_split(ds, n_folds, split_seed, test_fraction)
     dev_dir, test_dir = write_views(ds, split, out / "data")
     write_json_atomic(split_path, split.to_dict())
     dev, test = load_checked_dataset(dev_dir), load_checked_dataset(test_dir)
@@ -167,14 +193,14 @@ def study(
     search_seconds: dict[str, float] = {}
     for name, searcher in searchers.items():
         bundle_dir = bundles / searcher.bundle
-        configs = ["search.json", *searcher.overlays[budget]]
+        search_configs = configs[name]
         search_out = out / "searches" / name
         timing = search_out / "study_search.json"
         if timing.is_file():
             search_seconds[name] = read_json(timing)["seconds"]
         started = time.perf_counter()
         log.info("search %s (%s budget) on the development cases into %s", name, budget, search_out)
-        run_workflow(bundle_dir, configs, **_only_known(bundle_dir, configs, {
+        run_workflow(bundle_dir, search_configs, **_only_known(bundle_dir, search_configs, {
             "dataset_dir": str(dev_dir), "output_dir": str(search_out), "seed": search_seed, "fold": 0,
             "n_folds": n_folds, "device": device, "num_threads": parallel_jobs, "backend": backend,
             "parallel_jobs": parallel_jobs, "ray_address": ray_address}), **(search_overrides or {}))
@@ -189,7 +215,8 @@ def study(
             genotype = baseline_genotype(base, bundle_dir, dims[name], dev)
             models.append(StudyModel(name, searcher.bundle, base, "baseline",
                                      _save(genotype, genotypes / f"{base}.json")))
-        cfg = searcher.config_class.from_values(config_value(bundle_dir, configs, "search", **(search_overrides or {})))
+        cfg = searcher.config_class.from_values(config_value(bundle_dir, search_configs, "search",
+                                                             **(search_overrides or {})))
         for i, genotype in enumerate(draw_distinct(searcher, cfg, dev, random, stream_seed(search_seed, 9_000))):
             model = f"{name}-random_{i:02d}"
             models.append(StudyModel(name, searcher.bundle, model, "random",
@@ -199,7 +226,7 @@ def study(
     jobs, seen = [], set()
     for model in models:
         searcher = searchers[model.method]
-        train_configs = [c for c in searcher.overlays[budget] if c == "demo.json"]
+        train_configs = list(searcher.train_overlays[budget])
         for seed in range(seeds):
             for fold in range(folds):
                 key = (model.bundle, model.name, seed, fold)

@@ -26,7 +26,17 @@ from nas_ops.data.splits import SPLIT_FILE, patient_kfold
 from nas_ops.errors import DatasetError, InputError, read_json
 
 FORMAT, VERSION = "medseg-nas-split", 1
-MIN_TEST_CASES = 6  # the fewest paired cases with which a two-sided Wilcoxon signed-rank test can reach p < 0.05
+ALPHA = 0.05
+
+
+def min_test_cases(family: int = 1, alpha: float = ALPHA) -> int:
+    """The fewest paired test cases with which the best outcome of a family of ``family`` two-sided Wilcoxon
+    signed-rank tests (every case better: exact p = 2 / 2^n) still has a Holm-adjusted p below ``alpha``:
+    ``family x 2^(1 - n) < alpha`` (one test: 6 cases; six: 8)."""
+    n = 1
+    while max(family, 1) * 2.0 ** (1 - n) >= alpha:
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,13 @@ class StudySplit:
 
 
 def draw_split(ds: MSDDataset, n_folds: int, seed: int, test_fraction: float = 0.2,
-               min_test: int = MIN_TEST_CASES) -> StudySplit:
+               min_test: int | None = None) -> StudySplit:
     """Hold out whole patients, shuffled by ``seed``, until at least ``max(min_test, test_fraction x cases)``
-    cases are test cases; split the remaining patients into ``n_folds`` folds (:func:`patient_kfold`)."""
+    cases are test cases (``min_test`` default: what one Wilcoxon test needs, :func:`min_test_cases`); split the
+    remaining patients into ``n_folds`` folds (:func:`patient_kfold`). Case ids (the image's file name without its
+    suffix, as nnU-Net names cases) must be unique."""
+    min_test = min_test_cases() if min_test is None else min_test
+    check_unique_ids(ds)
     n_cases = len(ds.items)
     want = max(min_test, math.ceil(test_fraction * n_cases))
     by_patient: dict[str, list[int]] = {}
@@ -69,7 +83,8 @@ def draw_split(ds: MSDDataset, n_folds: int, seed: int, test_fraction: float = 0
     if len(test_idx) < want or left < n_folds:
         raise InputError(ds.json_path, "training", f"{n_cases} cases of {len(patients)} patients cannot give "
                          f"{want} test cases and {n_folds} folds of the rest: the study needs at least {want} test "
-                         f"cases (a Wilcoxon test on fewer cannot reach p < 0.05) and a patient per fold")
+                         f"cases (its Holm-adjusted Wilcoxon tests on fewer cannot reach p < 0.05) and a patient per "
+                         "fold")
     test_set = set(test_idx)
     dev = [i for i in range(n_cases) if i not in test_set]
     dev_items = [ds.items[i] for i in dev]
@@ -79,6 +94,18 @@ def draw_split(ds: MSDDataset, n_folds: int, seed: int, test_fraction: float = 0
                       "val": sorted(case_id(dev_items[i]["image"]) for i in val)})
     return StudySplit({"name": ds.name, "fingerprint": ds.fingerprint or ""}, seed,
                       sorted(case_id(ds.items[i]["image"]) for i in test_idx), folds)
+
+
+def check_unique_ids(ds: MSDDataset) -> None:
+    """Refuse two cases with one case id (``site1/case_001.nii.gz`` and ``site2/case_001.nii.gz``): a split, a
+    dataset folder of links and nnU-Net all name cases by it."""
+    seen: dict[str, int] = {}
+    for i, item in enumerate(ds.items):
+        cid = case_id(item["image"])
+        if cid in seen:
+            raise DatasetError(ds.json_path, f"training[{i}].image", f"case id {cid!r} is also training[{seen[cid]}]'s:"
+                               " case ids (file names without their suffix) must be unique")
+        seen[cid] = i
 
 
 def read_split(path: str | Path) -> StudySplit:
@@ -94,6 +121,7 @@ def read_split(path: str | Path) -> StudySplit:
 
 def _view(ds: MSDDataset, doc: dict[str, Any], ids: list[str], folder: Path, what: str) -> Path:
     """A dataset folder holding only the cases ``ids``: ``dataset.json`` and links to the original files."""
+    check_unique_ids(ds)
     wanted = set(ids)
     training = []
     for entry, item in zip(doc["training"], ds.items, strict=True):

@@ -92,9 +92,10 @@ def wilcoxon(model: Sequence[float], reference: Sequence[float], label: str, ref
         res = stats.wilcoxon(model, reference)
     if not np.isfinite(res.pvalue):
         return TestResult(name, None, None, n, "not computable for these differences")
-    wins = int((diff > 0).sum())
-    return TestResult(name, float(res.statistic), float(res.pvalue), n,
-                      f"mean difference {diff.mean():+.4f}, better on {wins} of {n}",
+    wins, ties = int((diff > 0).sum()), int((diff == 0).sum())
+    tied = f", {ties} tie(s) left out" if ties else ""
+    return TestResult(name, float(res.statistic), float(res.pvalue), n - ties,
+                      f"mean difference {diff.mean():+.4f}, better on {wins} of {n} cases{tied}",
                       mean_difference=float(diff.mean()))
 
 
@@ -132,8 +133,12 @@ class Rank:
 
 
 def rank_among(value: float, others: Sequence[float]) -> Rank:
-    """The rank of ``value`` among ``others`` (higher is better; ties count against it) and their median."""
+    """The rank of ``value`` among ``others`` (higher is better; ties count against it) and their median; a value
+    that is not a number ranks last."""
     finite = [o for o in others if not math.isnan(o)]
+    if math.isnan(value):
+        median = float(np.median(finite)) if finite else math.nan
+        return Rank(len(finite) + 1, len(finite) + 1, median, False)
     rank = 1 + sum(o >= value for o in finite)
     median = float(np.median(finite)) if finite else math.nan
     return Rank(rank, len(finite) + 1, median, bool(finite) and value > median)

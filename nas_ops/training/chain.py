@@ -1,5 +1,6 @@
 """Train, predict and evaluate a genotype in one call, into one folder laid out as a bundle's ``output_dir``
-(``train/``, ``predictions/``, ``eval/``): what comparison and measurement scripts run per model and seed."""
+(``train/``, ``predictions/``, ``eval/``): what measurement scripts run per model and seed (the study runs the
+bundles' own workflows instead: :mod:`nas_ops.study.jobs`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from nas_ops.training.trainer import train
 
 def train_predict_evaluate(genotype: Genotype | str | Path, dataset_dir: str | Path, output_dir: str | Path,
                            cases: str = "validation", **train_args: Any) -> tuple[dict, dict]:
-    """``(train result, metrics)``: :func:`train` with ``train_args`` (seed, fold, epochs, loss, ...), then the
+    """``(train result, metrics)``: :func:`train` with ``train_args`` (seed, fold, recipe, geometry, ...), then the
     fold's ``cases`` predicted and scored. A finished training is reported, not redone; prediction and scoring
     run again (they take seconds)."""
     out = Path(output_dir)
