@@ -20,6 +20,7 @@ import difflib
 import functools
 import inspect
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -244,6 +245,9 @@ def check_output_dir(path: str | Path, key: str = "output_dir", source: str | No
         if p.exists():
             if not p.is_dir():
                 raise InputError(source, key, f"{path} cannot be a folder: {p} is a file")
+            if not os.access(p, os.W_OK | os.X_OK):  # a read-only mount or no permission: found before any work
+                raise InputError(source, key, f"{path} cannot be written: {p} is read-only or not yours to write "
+                                 f"(pass another {key})")
             break
     return path
 

@@ -9,11 +9,15 @@ A Python caller gets that exception. A user at a command line sees one line, ``e
 - a bundle run (``python -m monai.bundle run``) gets :func:`install_error_hook` from the bundle adapter: MONAI wraps
   an error raised inside a config expression in ``RuntimeError: Failed to evaluate ...`` after a long chained
   traceback, so the hook finds the InputError in the chain of the uncaught exception and prints its line instead.
+
+Faults of the machine get one line too (:func:`machine_fault`): Ctrl-C says the run can be resumed with the same
+command (exit status 130 from a CLI), a full disk or a read-only folder names the file and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import os
@@ -58,6 +62,29 @@ def input_error_in(exc: BaseException | None) -> InputError | None:
     return None
 
 
+FAULT_HINTS = {errno.EROFS: "the folder is on a read-only file system: write the run elsewhere",
+               errno.ENOSPC: "free space and run the same command again (finished work is kept)",
+               errno.EDQUOT: "free space and run the same command again (finished work is kept)",
+               errno.EACCES: "check its permissions: inputs must be readable, output folders writable"}
+INTERRUPTED = ("interrupted: finished work is kept (checkpoints are written whole or not at all); run the same "
+               "command again to resume")
+
+
+def machine_fault(exc: BaseException | None) -> str | None:
+    """The line a user sees for a fault of the machine rather than of the code (Ctrl-C, a full disk, a read-only
+    folder), found in ``exc`` or what it was raised from or during; None for anything else."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return INTERRUPTED
+        if isinstance(exc, OSError) and exc.errno in FAULT_HINTS:
+            where = exc.filename or "(no file named by the system)"
+            return f"error: {where}: {exc.strerror or os.strerror(exc.errno)}: {FAULT_HINTS[exc.errno]}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def install_error_hook() -> None:
     """Show an uncaught exception caused by bad input as its one line (exit status 1: Python's for any uncaught
     exception); every other exception keeps its traceback. Installed once per process."""
@@ -67,10 +94,11 @@ def install_error_hook() -> None:
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
         err = input_error_in(value)
-        if err is None or debugging():
+        line = one_line(err) if err is not None else machine_fault(value)
+        if line is None or debugging():
             previous(kind, value, tb)
         else:
-            print(one_line(err), file=sys.stderr)
+            print(line, file=sys.stderr)
 
     hook.medseg_nas = True  # type: ignore[attr-defined]
     sys.excepthook = hook
@@ -82,11 +110,17 @@ def command_line() -> Iterator[None]:
     user sees, exit status 1); everything else, and everything when debugging, propagates unchanged."""
     try:
         yield
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        print(INTERRUPTED, file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as exc:
         err = input_error_in(exc)
-        if err is None or debugging():
+        line = one_line(err) if err is not None else machine_fault(exc)
+        if line is None or debugging():
             raise
-        raise SystemExit(one_line(err)) from None
+        raise SystemExit(line) from None
 
 
 def cli(fn: Callable[..., Any]) -> Callable[..., Any]:

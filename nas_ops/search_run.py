@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from nas_ops.atomic import write_json_atomic
 from nas_ops.config import Backend, ConfigBlock, NFolds, NonNegativeInt, PositiveFloat, PositiveInt, check_output_dir
 from nas_ops.data.msd import MSDDataset
 from nas_ops.data.setup import load_checked_dataset
+from nas_ops.data.splits import fold_items
 from nas_ops.entry import entry
 from nas_ops.errors import InputError, read_json
 from nas_ops.genotype import Genotype
@@ -95,30 +96,35 @@ class Progress:
     values: list[float]
 
 
-class Searcher(Protocol):
-    """What a method supplies to the harness."""
+class Searcher:
+    """What a method supplies to the harness: a subclass sets its name, config class and bundle, and writes its search
+    body and its sampler; the rest has defaults (the bundle's ``demo.json`` overlay for the demo budget)."""
 
     name: str  # the method's name in messages, provenance and the folder marker
     config_class: type[ConfigBlock]  # its ``search`` block
-    spatial_dims: int | None  # 3: searches 3D networks on volumes; 2 or None: any dataset (2D methods slice volumes)
     bundle: str  # the bundle folder whose configs run it (``bundles/<bundle>``)
-    overlays: dict[str, tuple[str, ...]]  # per budget (``demo``, ``paper``): configs merged over search.json
-    train_overlays: dict[str, tuple[str, ...]]  # per budget: configs merged over the bundle's train.json
+    spatial_dims: int | None = None  # 3: searches 3D networks on volumes; None: any dataset (2D methods slice volumes)
+    overlays: dict[str, tuple[str, ...]] = {"demo": ("demo.json",), "paper": ()}  # per budget, over search.json
+    train_overlays: dict[str, tuple[str, ...]] = {"demo": ("demo.json",), "paper": ()}  # per budget, over train.json
 
     def memory_probe(self, config: Any, dataset: MSDDataset, prefix: str) -> MemoryProbe | None:
         """The heaviest training step of a search of ``config`` on ``dataset`` (None: the method checks its
         candidates itself); ``prefix`` names the block's keys in messages (``search#`` in a bundle)."""
+        return None
 
     def run(self, run: SearchRun, **options: Any) -> SearchOutcome:
         """The search body: resumes or reports what is finished, writes its own checkpoints in ``run.output_dir``."""
+        raise NotImplementedError
 
     def sample(self, config: Any, dataset: MSDDataset, rng: np.random.Generator) -> tuple[Any, Genotype]:
         """One architecture drawn from the space a search of ``config`` explores, under its constraints (a
         random-search control; uniformly where the method can say what uniform means), with the key that tells two
         different networks apart."""
+        raise NotImplementedError
 
     def progress(self, output_dir: Path) -> Progress | None:
         """The objective along a finished search in ``output_dir`` (None when it left none)."""
+        return None
 
 
 @dataclass
@@ -264,6 +270,7 @@ def open_search(
     ds = load_checked_dataset(dataset_dir, allow_outside=allow_outside_dataset_dir)
     if searcher.spatial_dims == 3 and not ds.is_3d:
         raise InputError(ds.json_path, "training", f"holds 2D images: {searcher.name} searches 3D networks on volumes")
+    fold_items(ds, fold, n_folds, seed)  # a dataset that cannot fill the folds: refused before anything is written
     prefix = "search#" if config is not None else ""
     probe = searcher.memory_probe(cfg, ds, prefix)
     if probe is not None:

@@ -185,6 +185,7 @@ class SearchState:
         if not self.exists():
             return Resumed(fresh=True)
         h = self._full()
+        self._mirror_result(h)
         return Resumed(fresh=False, state=h["state"], finished=h["finished"], result=h["result"])
 
     @property
@@ -233,8 +234,7 @@ class SearchState:
             return Resumed(fresh=True)
         payload = self._full()
         state = self._apply(payload, objects, generators, restore_rng=payload["rng"] is not None)
-        if payload["finished"] and not self.result_path.is_file():  # killed between the two writes of finish()
-            self._write_result(payload["result"])
+        self._mirror_result(payload)
         return Resumed(fresh=False, state=state, finished=payload["finished"], result=payload["result"])
 
     def finish(self, result: Any) -> None:
@@ -249,6 +249,22 @@ class SearchState:
         self._write_result(result)
 
     # ------------------------------------------------------------------------------------------------------ internals
+
+    def _mirror_result(self, payload: dict[str, Any]) -> None:
+        """A finished run's result JSON is rewritten from the checkpoint when it is missing (killed between the two
+        writes of :meth:`finish`), unreadable (truncated) or not the checkpoint's result: never kept as it was."""
+        if not payload["finished"]:
+            return
+        try:  # compared as text: a NaN in a result is never equal to itself
+            same = (json.dumps(json.loads(self.result_path.read_text()), sort_keys=True)
+                    == json.dumps(payload["result"], sort_keys=True))
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            if self.result_path.is_file():
+                warnings.warn(f"{self.result_path} did not hold the finished {self.what}'s result (truncated or "
+                              "edited): rewritten from its checkpoint", stacklevel=3)
+            self._write_result(payload["result"])
 
     def _new_payload(self, state: dict[str, Any], objects: Objects | None, rng: dict[str, Any] | None) -> dict:
         if not isinstance(state, dict):

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PLANS = "nnUNetPlans"
 MODES = ("local", "print", "collect")
+COMPARE = "nnunet compare"  # the source named by errors of the command line's own options
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def parse_models(plans: str | Sequence[str], trainer: str = "nnUNetTrainer") -> 
         models.append(Model(plans=pl, trainer=tr or trainer, label=pl_label if not tr else f"{pl_label} ({tr})"))
     labels = [m.label for m in models]
     if len(models) < 2:
-        raise InputError(None, "plans", f"need at least 2 models to compare, got {labels}")
+        raise InputError(COMPARE, "plans", f"need at least 2 models to compare, got {labels}")
     if len(set(labels)) != len(labels):
-        raise InputError(None, "plans", f"models repeat: {labels}")
+        raise InputError(COMPARE, "plans", f"models repeat: {labels}")
     return models
 
 
@@ -368,7 +369,7 @@ def compare(
     Returns the report, or the printed command lines in ``"print"`` mode.
     """
     if mode not in MODES:
-        raise InputError(None, "mode", f"{mode!r}: one of {list(MODES)}")
+        raise InputError(COMPARE, "mode", f"{mode!r}: one of {list(MODES)}")
     models = parse_models(plans, trainer)
     fold_list = parse_folds(folds)
     name = dataset_name(dataset)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from nas_ops.atomic import write_json_atomic
 from nas_ops.errors import GenotypeError, InputError
 from nas_ops.genotype import Genotype
@@ -32,6 +34,7 @@ from nnunet_plans.trainers import TRAINERS, ext_trainer_dir
 NETWORK_CLASS = f"{SearchedNetwork.__module__}.{SearchedNetwork.__qualname__}"
 CONFIGURATIONS = ("2d", "3d_fullres")
 ROUNDING = ("nearest", "up", "down")
+EXPORT = "nnunet export"  # the source named by errors of the command line's own options
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*$")  # no "__": nnU-Net splits folder names on it
 
 
@@ -153,13 +156,14 @@ def export_plans(
         raise InputError(source, "name", f"{name!r}: use letters, digits, '-' and single '_' (it becomes a file "
                                          "and folder name; nnU-Net splits folder names on '__')")
     if configuration not in CONFIGURATIONS:
-        raise InputError(None, "configuration", f"{configuration!r}: export to one of {list(CONFIGURATIONS)}")
+        raise InputError(EXPORT, "configuration", f"{configuration!r}: export to one of {list(CONFIGURATIONS)}")
     planned = load_planned(dataset, source_plans)
     config = copy.deepcopy(planned.configuration(configuration))
     base_patch = list(config["patch_size"]) if patch_size is None else [int(p) for p in patch_size]
     geno = check_fits(geno, planned, configuration, base_patch, source, adapt_io)
 
-    stride = check_protocol(build_network(geno), geno.method, str(source)).total_stride
+    with torch.device("meta"):  # shapes only: a genotype too large for the machine is refused, not allocated
+        stride = check_protocol(build_network(geno), geno.method, str(source)).total_stride
     strides = net_strides(stride, geno.spatial_dims, source)
     if patch_size is None:
         patch = round_patch(base_patch, stride, rounding)
@@ -170,15 +174,15 @@ def export_plans(
                              f"{list(median)}: pass --patch_size (multiples of {stride}) or export a network that "
                              "halves its input fewer times")
     elif any(p % stride for p in base_patch):
-        raise InputError(None, "patch_size", f"{base_patch} is not divisible by the network's total stride {stride}")
+        raise InputError(EXPORT, "patch_size", f"{base_patch} is not divisible by the network's total stride {stride}")
     else:
         patch = base_patch
-    arch_kwargs = {"genotype": geno.to_dict(), "strides": strides, "genotype_source": str(source)}
-    net = SearchedNetwork(planned.input_channels, planned.num_outputs, deep_supervision=False, **arch_kwargs)
-    cost = network_cost(net, planned.input_channels, patch, net.divisor)
     check_network_memory(lambda: build_network(geno), (planned.input_channels, *patch),
                          int(config["batch_size"]), resolve_device("auto"), memory_limit_gb, "patch_size",
                          str(source), what=f"nnU-Net's {configuration} training")
+    arch_kwargs = {"genotype": geno.to_dict(), "strides": strides, "genotype_source": str(source)}
+    net = SearchedNetwork(planned.input_channels, planned.num_outputs, deep_supervision=False, **arch_kwargs)
+    cost = network_cost(net, planned.input_channels, patch, net.divisor)
 
     if split_file is not None:
         write_split(split_file, planned.folder)

@@ -35,8 +35,13 @@ def dataset_name(dataset: int | str) -> str:
 
     try:
         return maybe_convert_to_dataset_name(dataset)
-    except (RuntimeError, ValueError) as err:
-        raise InputError(os.environ.get("nnUNet_preprocessed"), "dataset", f"{dataset!r}: {err}") from None
+    except (RuntimeError, ValueError) as err:  # nnU-Net's message goes on to list the folders: one line here
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        if "Could not find a dataset" in first:
+            first = ("no dataset with this id in $nnUNet_raw, $nnUNet_preprocessed or $nnUNet_results "
+                     f"({', '.join(os.environ.get(v, '<unset>') for v in ('nnUNet_raw', 'nnUNet_preprocessed'))}, "
+                     f"{os.environ.get('nnUNet_results', '<unset>')})")
+        raise InputError(os.environ.get("nnUNet_preprocessed"), "dataset", f"{dataset!r}: {first}") from None
 
 
 def dataset_id(name: str) -> int:

@@ -267,6 +267,31 @@ def test_a_corrupted_or_truncated_file_of_a_run_is_refused_naming_it(user, world
     assert "truncated or corrupted" in line
 
 
+def test_an_edited_model_info_or_weights_that_are_not_a_state_dict_are_refused(user, world, tmp_path):
+    from nas_ops.training.artifacts import info_sha256, sha256_file
+
+    refused, _ = user
+    inference = "bundles/bixnas/configs/inference.json"
+    copy = shutil.copytree(world["done"], tmp_path / "copy")
+    info_path = copy / "train" / "models" / "model_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "geometry": {**info["geometry"], "spatial_size": [96, 96]}}))
+    line = refused(run_bundle, inference, dataset_dir=str(world["data"]), output_dir=str(copy), device="cpu",
+                   n_folds=4)
+    assert line.startswith(f"error: {info_path}: field 'info_sha256': the file changed since it was written")
+    # a whole pickled module where the weights belong, its checksums rewritten to match: one line, no traceback
+    model = copy / "train" / "models" / "model.pt"
+    for payload, found in ((torch.nn.Linear(2, 2), "not a plain state dict of tensors (UnpicklingError"),
+                           ({"weight": [1.0, 2.0]}, "holds a dict, not a state dict of tensors")):
+        torch.save(payload, model)
+        forged = {**info, "sha256": {**info["sha256"], "model.pt": sha256_file(model)}}
+        info_path.write_text(json.dumps({**forged, "info_sha256": info_sha256(forged)}))
+        line = refused(run_bundle, inference, dataset_dir=str(world["data"]), output_dir=str(copy), device="cpu",
+                       n_folds=4)
+        assert line.startswith(f"error: {model}: field 'model.pt': {found}"), line
+    assert not (copy / "predictions").exists()
+
+
 # -- inference and evaluation ----------------------------------------------------------------------------------
 
 
@@ -284,6 +309,27 @@ def test_inference_and_evaluation_values_are_checked(user, world, tmp_path):
                    tolerance_mm=-1.0)
     assert line == "error: bundles/bixnas/configs/evaluate.json: field 'tolerance_mm': must be a positive number, " \
                    "got -1.0"
+
+
+def test_predictions_of_another_dataset_never_join_a_finished_runs_folder(user, world, tmp_path):
+    refused, _ = user
+    inference, evaluate = "bundles/bixnas/configs/inference.json", "bundles/bixnas/configs/evaluate.json"
+    copy = shutil.copytree(world["done"], tmp_path / "copy")
+    run_bundle(inference, dataset_dir=str(world["data"]), output_dir=str(copy), device="cpu", n_folds=4)
+    predictions = listing(copy / "predictions")
+    marker = copy / "predictions" / ".prediction_run.json"
+    other = make_nuclei_dataset(tmp_path / "Task900_Other", num_images=8, size=64, seed=1)
+    line = refused(run_bundle, inference, dataset_dir=str(other), output_dir=str(copy), device="cpu", n_folds=4)
+    assert line.startswith(f"error: {marker}: field 'dataset.fingerprint': this output_dir holds a prediction run")
+    line = refused(run_bundle, inference, dataset_dir=str(world["data"]), output_dir=str(copy), device="cpu",
+                   n_folds=4, cases="all")
+    assert line.startswith(f"error: {marker}: field 'cases': this output_dir holds a prediction run with "
+                           "cases='validation', now 'all'")
+    line = refused(run_bundle, evaluate, dataset_dir=str(other), output_dir=str(copy))
+    assert line.startswith(f"error: {marker}: field 'dataset.fingerprint': these predictions are of another dataset")
+    assert listing(copy / "predictions") == predictions and not (copy / "eval").exists()
+    run_bundle(evaluate, dataset_dir=str(world["data"]), output_dir=str(copy))  # its own dataset: scored
+    assert (copy / "eval" / "metrics.json").is_file()
 
 
 # -- searches ------------------------------------------------------------------------------------------------
@@ -344,3 +390,48 @@ def test_the_nnunet_export_cli_refuses_in_one_line(user, tmp_path, monkeypatch):
 
     missing = tmp_path / "missing.json"
     assert refused(cli(module.main), str(missing), "990") == f"error: {missing}: field '<file>': no such file"
+
+
+# -- faults of the machine: one line each, nothing lost ----------------------------------------------------------
+
+
+def test_a_read_only_output_folder_is_refused_before_any_work(user, world, tmp_path, monkeypatch):
+    import os
+
+    refused, _ = user
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # the tests run as root here, whom permission bits do not stop: the check asks os.access, so ask it as a user
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw))
+    line = refused(run_bundle, TRAIN, dataset_dir=str(world["data"]), output_dir=str(locked / "run"), **SMALL)
+    assert line == (f"error: bundles/bixnas/configs/train.json: field 'output_dir': {locked / 'run' / 'train'} cannot "
+                    f"be written: {locked} is read-only or not yours to write (pass another output_dir)")
+    assert list(locked.iterdir()) == []
+
+
+def test_ctrl_c_and_a_full_disk_say_one_line(capsys, monkeypatch):
+    import errno
+    import sys
+
+    from nas_ops.entry import INTERRUPTED, command_line, install_error_hook
+
+    monkeypatch.delenv("MEDSEG_NAS_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stopped, command_line():
+        raise KeyboardInterrupt
+    assert stopped.value.code == 130 and capsys.readouterr().err == INTERRUPTED + "\n"
+    assert "run the same command again to resume" in INTERRUPTED
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/train/train_state.pt")
+    with pytest.raises(SystemExit) as stopped, command_line():
+        try:
+            raise full
+        except OSError as err:
+            raise RuntimeError("while saving a checkpoint") from err
+    assert stopped.value.code == ("error: /runs/x/train/train_state.pt: No space left on device: free space and run "
+                                  "the same command again (finished work is kept)")
+    with pytest.raises(ZeroDivisionError), command_line():  # a fault of the code keeps its traceback
+        raise ZeroDivisionError
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    install_error_hook()  # what a bundle run (python -m monai.bundle run) shows for an uncaught Ctrl-C
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert capsys.readouterr().err == INTERRUPTED + "\n"

@@ -79,7 +79,7 @@ def test_search_then_train_keeps_the_searched_genotype_and_the_chain_reads_geome
     assert json.loads((models / "genotype.json").read_text())["name"] == "bixnet_released"
     # inference and evaluation take the geometry from models/: no spatial_size given
     bundle("run", "--config_file", config("bixnas", "inference"), *common, "--n_folds", "4", "--device", "cpu")
-    assert sorted(p.suffix for p in (out / "predictions").iterdir()) == [".png", ".png"]
+    assert sorted(p.suffix for p in (out / "predictions").glob("[!.]*")) == [".png", ".png"]
     bundle("run", "--config_file", config("bixnas", "evaluate"), *common)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["num_cases"] == 2 and metrics["input_shape"] == [3, 64, 64] and metrics["genotype"] == \
@@ -145,7 +145,8 @@ def test_c2fnas_search_then_train_inference_and_evaluate_in_3d(tmp_path):
     trained = json.loads((out / "train" / "models" / "genotype.json").read_text())
     assert trained["spec"] == json.loads(before)["spec"] and searched.read_bytes() == before
     bundle("run", "--config_file", config("c2fnas", "inference"), *common)
-    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["mri_002.nii.gz", "mri_003.nii.gz"]  # fold 0/3
+    predicted = sorted(p.name for p in (out / "predictions").glob("[!.]*"))
+    assert predicted == ["mri_002.nii.gz", "mri_003.nii.gz"]  # fold 0/3
     bundle("run", "--config_file", config("c2fnas", "evaluate"), "--dataset_dir", str(data), "--output_dir", str(out))
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["input_shape"] == [1, 32, 32, 32] and metrics["num_cases"] == 2

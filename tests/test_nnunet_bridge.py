@@ -288,8 +288,13 @@ def test_export_refuses_genotypes_that_do_not_fit_the_dataset(nnunet_dirs, tmp_p
     (folder / "nnUNetPlansOnly3d.json").write_text(json.dumps(only_3d))
     with pytest.raises(InputError, match=r"nnUNetPlansOnly3d.json: field 'configurations.2d'.*not planned"):
         export_plans(two_d, 990, "2d", source_plans="nnUNetPlansOnly3d")
-    with pytest.raises(InputError, match="configuration.*export to one of"):
+    with pytest.raises(InputError, match="^nnunet export: field 'configuration'.*export to one of"):
         export_plans(binary, 990, "3d_lowres")
+    with pytest.raises(InputError, match=r"^nnunet export: field 'patch_size': \[30, 30, 30\] is not divisible"):
+        export_plans(rgb, 990, "3d_fullres", adapt_io=True, name="odd", patch_size=[30, 30, 30])
+    with pytest.raises(InputError, match=r"field 'dataset': 991: no dataset with this id in \$nnUNet_raw") as err:
+        export_plans(rgb, 991, "3d_fullres", adapt_io=True)
+    assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="nnUNetResEncPlans.json: field '<file>'"):
         export_plans(rgb, 990, "3d_fullres", source_plans="nnUNetResEncPlans", adapt_io=True)
     with pytest.raises(InputError, match="field 'name'"):
@@ -305,6 +310,22 @@ def test_export_refuses_genotypes_that_do_not_fit_the_dataset(nnunet_dirs, tmp_p
         export_plans(rgb, 990, "3d_fullres", adapt_io=True, name="rgb_tight", memory_limit_gb=8e-3)
     assert not (folder / "nnUNetPlans_unet.json").exists()
     assert not (folder / "nnUNetPlans_rgb_tight.json").exists()
+
+
+def test_export_refuses_a_huge_genotype_before_allocating_it(nnunet_dirs, tmp_path):
+    """A 100000-channel C2FNAS genotype would ask for tens of GB: refused in one line, in seconds, small memory."""
+    import resource
+
+    huge = c2fnas_genotype(C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS, 1, 3, name="huge", base_channels=100000,
+                           stem_channels=4).save(tmp_path / "huge.json")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tic = time.monotonic()
+    with pytest.raises(InputError, match=r"huge.json: field 'batch_size': nnU-Net's 3d_fullres training needs about "
+                                         r".*the weights alone do not fit"):
+        export_plans(huge, 990, "3d_fullres", memory_limit_gb=16)
+    assert time.monotonic() - tic < 20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 2**20  # KiB: under 1 GiB more
+    assert not (nnunet_dirs["preprocessed"] / "Dataset990_Fake" / "nnUNetPlans_huge.json").exists()
 
 
 # -- trainers -------------------------------------------------------------------------------------------------

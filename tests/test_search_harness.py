@@ -148,6 +148,8 @@ def test_the_harness_checks_everything_first_and_writes_only_what_changed(tmp_pa
         search(memory_limit_gb=1e-6)
     with pytest.raises(InputError, match="no such folder"):
         open_search(toy, tmp_path / "missing", out, device="cpu")
+    with pytest.raises(InputError, match=r"field 'training': 4 patient\(s\) cannot fill 5 folds"):
+        search(n_folds=5)
     assert not out.exists()  # nothing written before every check passed
     summary = search(width=4)
     genotype = Genotype.load(out / "genotype.json")

@@ -198,6 +198,11 @@ def test_resume_loads_objects_and_finish_writes_result(tmp_path: Path) -> None:
     resumed = ckpt.resume({"net": net2})
     assert resumed.finished and resumed.result == result
     assert json.loads((tmp_path / "search_result.json").read_text()) == result
+    text = (tmp_path / "search_result.json").read_text()
+    (tmp_path / "search_result.json").write_text(text[: len(text) // 2])  # truncated: rewritten, never kept
+    with pytest.warns(UserWarning, match="search_result.json did not hold the finished search's result"):
+        assert SearchState(tmp_path, identity=ckpt.identity).inspect().finished
+    assert json.loads((tmp_path / "search_result.json").read_text()) == result
     with pytest.raises(TypeError):
         ckpt.finish({"weights": torch.ones(2)})
     assert ckpt.result == result

@@ -101,8 +101,8 @@ def test_an_installed_bundle_runs_alone_and_predicts_bit_identically(trained, tm
     pred = tmp_path / "pred"
     monai_bundle("run", "--config_file", "configs/inference.json", "--dataset_dir", str(trained["data"]),
                  "--output_dir", str(pred), "--n_folds", "4", "--device", "cpu", cwd=folder)
-    ours = sorted((pred / "predictions").iterdir())
-    theirs = sorted((trained["out"] / "predictions").iterdir())
+    ours = sorted((pred / "predictions").glob("[!.]*"))
+    theirs = sorted((trained["out"] / "predictions").glob("[!.]*"))
     assert [p.name for p in ours] == [p.name for p in theirs] and len(ours) == 2
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(ours, theirs, strict=True))
     assert install(NAME, index_path=str(trained["index"]), target_dir=str(target)) == str(folder)  # reported
@@ -214,6 +214,53 @@ def test_bad_archives_and_indexes_are_refused_leaving_the_target_as_it_was(train
     assert f"field '{field}'" in str(err.value), str(err.value)
     assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]  # nothing half-installed, nothing removed
     assert not Path("/tmp/evil.txt").exists() or case != "absolute"
+
+
+def test_an_altered_install_is_never_reported_as_installed(trained, tmp_path):
+    target = tmp_path / "installed"
+    folder = Path(install(NAME, index_path=str(trained["index"]), target_dir=str(target)))
+    readme = folder / "docs" / "README.md"
+    readme.write_text(readme.read_text() + "edited\n")
+    with pytest.raises(InputError, match=r"README.md: field 'files.docs/README.md': sha256 .* differs from the "
+                                         r"index's .*: the install was altered since"):
+        install(NAME, index_path=str(trained["index"]), target_dir=str(target))
+    readme.unlink()
+    with pytest.raises(InputError, match="field 'files.docs/README.md': is missing from the existing install"):
+        install(NAME, index_path=str(trained["index"]), target_dir=str(target))
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda ms: _renamed(ms, "LICENSE", f"{NAME}/../evil.txt"), f"member '{NAME}/../evil.txt'"),
+    (_symlinked, f"member '{NAME}/models/link'"),
+])
+def test_the_index_refuses_an_archive_install_would_refuse(trained, tmp_path, edit, field):
+    index_path = _forged(trained, tmp_path, edit)
+    archive = index_path.parent / trained["archive"].name
+    with pytest.raises(InputError, match=f"field '{field}'"):
+        index(str(archive), index_path=str(tmp_path / "new" / "index.json"))
+    assert not (tmp_path / "new").exists()
+
+
+def test_export_refuses_a_model_its_bundle_does_not_describe(trained, tmp_path):
+    from nas_ops.zoo.export import export
+
+    installed = Path(install(NAME, index_path=str(trained["index"]), target_dir=str(tmp_path / "installed")))
+    c2f = tmp_path / "c2f_models"  # a 3D model given to the 2D bundle
+    shutil.copytree(trained["out"] / "train" / "models", c2f)
+    genotype = json.loads((c2f / "genotype.json").read_text())
+    from nas_ops.c2fnas.space import C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS, c2fnas_genotype
+
+    c2fnas_genotype(C2FNAS_PANC_LEVELS, C2FNAS_PANC_OPS, 1, 3, base_channels=4, stem_channels=4).save(
+        c2f / "genotype.json")
+    with pytest.raises(InputError, match=r"genotype.json: field 'spatial_dims': is 3: .*bixnas applies 2D networks"):
+        export(str(REPO_ROOT / "bundles" / "bixnas"), formats=("torchscript",), model_dir=str(c2f),
+               out_dir=str(tmp_path / "out"))
+    other = tmp_path / "other_models"  # a 2D model of other channels than the packed bundle's
+    shutil.copytree(trained["out"] / "train" / "models", other)
+    (other / "genotype.json").write_text(json.dumps({**genotype, "in_channels": 1}))
+    with pytest.raises(InputError, match=r"field 'genotype_sha256': is not the genotype .*metadata.json describes"):
+        export(str(installed), formats=("torchscript",), model_dir=str(other), out_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_cli_refuses_in_one_line(trained, tmp_path):

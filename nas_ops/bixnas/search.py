@@ -35,22 +35,19 @@ from nas_ops.data.setup import prepare_fold
 from nas_ops.engine.seeds import seed_everything
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
-from nas_ops.search_run import MemoryProbe, Progress, SearchOutcome, SearchRun
+from nas_ops.search_run import MemoryProbe, Progress, Searcher, SearchOutcome, SearchRun
 from nas_ops.search_run import search as harness_search
 from nas_ops.search_state import SearchState
 
 log = logging.getLogger(__name__)
 
 
-class BiXNAS:
+class BiXNAS(Searcher):
     """BiX-NAS for the harness: its config block, the supernet as memory probe, Phase 1 then Phase 2."""
 
     name = "BiX-NAS"
     config_class = BiXNASConfig
-    spatial_dims = 2
     bundle = "bixnas"
-    overlays = {"demo": ("demo.json",), "paper": ()}
-    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, c: BiXNASConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """Phase 1's supernet training step (Phase 2 keeps one tail's graph at a time: it needs no more)."""

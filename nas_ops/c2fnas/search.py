@@ -26,7 +26,7 @@ from nas_ops.c2fnas.space import OPS, c2fnas_genotype, enumerate_topologies, pat
 from nas_ops.data.msd import MSDDataset
 from nas_ops.errors import InputError
 from nas_ops.genotype import Genotype
-from nas_ops.search_run import MemoryProbe, Progress, SearchOutcome, SearchRun
+from nas_ops.search_run import MemoryProbe, Progress, Searcher, SearchOutcome, SearchRun
 from nas_ops.search_run import search as harness_search
 from nas_ops.search_state import SearchState
 
@@ -48,15 +48,13 @@ class HeaviestPath(CellGrid):
         return super().forward(x, self.heaviest)
 
 
-class C2FNAS:
+class C2FNAS(Searcher):
     """C2FNAS for the harness: its config block, the heaviest supernet path as memory probe, both stages."""
 
     name = "C2FNAS"
     config_class = C2FNASConfig
     spatial_dims = 3
     bundle = "c2fnas"
-    overlays = {"demo": ("demo.json",), "paper": ()}
-    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, cfg: C2FNASConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """The heaviest path of the largest supernet (:class:`HeaviestPath`)."""

@@ -24,14 +24,14 @@ from nas_ops.dints.space import dints_genotype, random_genotype
 from nas_ops.dints.topology_search import RESULT_FILE, STATE_FILE, halves, meta_parameters, supernet, train_and_decode
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
-from nas_ops.search_run import MemoryProbe, Progress, SearchOutcome, SearchRun
+from nas_ops.search_run import MemoryProbe, Progress, Searcher, SearchOutcome, SearchRun
 from nas_ops.search_run import search as harness_search
 from nas_ops.search_state import SearchState
 
 log = logging.getLogger(__name__)
 
 
-class DiNTSSearch:
+class DiNTSSearch(Searcher):
     """DiNTS for the harness: its config block, the whole supernet as memory probe, the search and decode."""
 
     name = "DiNTS"
@@ -39,7 +39,6 @@ class DiNTSSearch:
     spatial_dims = 3
     bundle = "c2fnas"  # the comparison row of C2FNAS: the C2FNAS bundle with its DiNTS overlays
     overlays = {"demo": ("demo.json", "dints_demo.json"), "paper": ("dints.json",)}
-    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, cfg: DiNTSConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """The whole supernet, its weights built on the meta device."""

@@ -29,7 +29,7 @@ from nas_ops.mbnas.local_search import LocalSearch, start_nodes
 from nas_ops.mbnas.plots import draw_genotype, plot_trajectory
 from nas_ops.mbnas.space import Node, SearchSpace, arch_key, make_genotype
 from nas_ops.registry import build_network
-from nas_ops.search_run import MemoryProbe, Progress, SearchOutcome, SearchRun
+from nas_ops.search_run import MemoryProbe, Progress, Searcher, SearchOutcome, SearchRun
 from nas_ops.search_run import search as harness_search
 from nas_ops.search_state import RESULT_FILENAME
 
@@ -49,15 +49,12 @@ def genotype_of(run: SearchRun, nodes, **kwargs: Any) -> Genotype:
                          **kwargs)
 
 
-class MBNAS:
+class MBNAS(Searcher):
     """MB-NAS for the harness: its config block, the U-Net start as memory probe, the Local Search."""
 
     name = "MB-NAS"
     config_class = MBNASConfig
-    spatial_dims = 2
     bundle = "mbnas"
-    overlays = {"demo": ("demo.json",), "paper": ()}
-    train_overlays = {"demo": ("demo.json",), "paper": ()}
 
     def memory_probe(self, cfg: MBNASConfig, ds: MSDDataset, prefix: str) -> MemoryProbe:
         """The U-Net start's training step (a larger candidate is skipped with score 0 by its training)."""

@@ -1,15 +1,18 @@
 """A trained model as files: ``models/model.pt`` (a state dict), ``models/genotype.json`` (its architecture) and
-``models/model_info.json`` (the input geometry it was trained at, the dataset, and the sha256 of both files).
+``models/model_info.json`` (the input geometry it was trained at, the dataset, the sha256 of both files, and
+``info_sha256``: the sha256 of the info file's own content without that key).
 
 Inference and evaluation read everything they need from this folder, so the geometry keys are not repeated in
 their configs; MONAI's ``verify_net_in_out`` and ``ckpt_export`` read ``model.pt`` as any bundle's. Loading checks
-the checksums and refuses a changed file, naming it.
+the checksums and refuses a changed file, naming it; a ``model.pt`` that is not a plain state dict is refused in
+one line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +74,15 @@ def save_model(model_dir: str | Path, network: nn.Module, genotype: Genotype, ge
     genotype.save(model_dir / GENOTYPE_FILE)
     info = {"geometry": asdict(geometry), **(extra or {}),
             "sha256": {name: sha256_file(model_dir / name) for name in (MODEL_FILE, GENOTYPE_FILE)}}
+    info["info_sha256"] = info_sha256(info)
     write_json_atomic(model_dir / INFO_FILE, info)
     return model_dir
+
+
+def info_sha256(info: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of an info file's content without its own ``info_sha256`` key (canonical JSON)."""
+    content = {k: v for k, v in info.items() if k != "info_sha256"}
+    return f"sha256:{hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()}"
 
 
 def read_info(model_dir: str | Path) -> dict[str, Any]:
@@ -89,6 +99,13 @@ def read_info(model_dir: str | Path) -> dict[str, Any]:
         raise InputError(path, "<root>", f"not a model info file ({type(err).__name__}: {err})") from None
     if not isinstance(checksums, dict):
         raise InputError(path, "sha256", "must map file names to checksums")
+    want = info.get("info_sha256")
+    if want is None:  # saved before the info file carried its own checksum: still read, said once
+        warnings.warn(f"{path} has no info_sha256 (saved by an older medseg-nas): its geometry is not verified",
+                      stacklevel=2)
+    elif want != info_sha256(info):
+        raise InputError(path, "info_sha256", "the file changed since it was written (its content no longer "
+                         "matches its recorded checksum): it is corrupted or was edited; train again or restore it")
     return info
 
 
@@ -129,7 +146,14 @@ def load_weights(network: nn.Module, model_dir: str | Path, info: dict[str, Any]
     info = info if info is not None else read_info(model_dir)
     verify_checksums(model_dir, {"sha256": {MODEL_FILE: info["sha256"][MODEL_FILE]}})
     path = Path(model_dir) / MODEL_FILE
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure: not a file this project wrote
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise InputError(path, MODEL_FILE, f"not a plain state dict of tensors ({type(err).__name__}: {first[:160]})"
+                         ": load only weights this project saved (train.json writes them)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(path, MODEL_FILE, f"holds a {type(state).__name__}, not a state dict of tensors")
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as err:

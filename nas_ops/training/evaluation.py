@@ -22,10 +22,11 @@ from nas_ops.cost_model import measure_cost
 from nas_ops.data.msd import case_id, read_array
 from nas_ops.data.setup import load_checked_dataset
 from nas_ops.entry import entry
-from nas_ops.errors import InputError
+from nas_ops.errors import InputError, read_json
 from nas_ops.genotype import Genotype
 from nas_ops.registry import build_network
 from nas_ops.training.artifacts import GENOTYPE_FILE, Geometry, read_info, verify_checksums
+from nas_ops.training.inference import RUN_FILE
 from nas_ops.training.metrics import METRICS, CaseMetrics, summarise
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,17 @@ def evaluate(
     check_output_dir(output_dir, source=config_source)
     ds = load_checked_dataset(dataset_dir, deep=False, allow_outside=allow_outside_dataset_dir)
     folder = Path(prediction_dir)
-    preds = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    preds = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith(".")) if folder.is_dir() \
+        else []
     if not preds:
         raise InputError(folder, "predictions", "no predictions to evaluate (run inference.json first)")
+    marker = folder / RUN_FILE  # what inference predicted: the same dataset, or refused naming it
+    if marker.is_file():
+        made = read_json(marker).get("identity", {}).get("dataset", {})
+        if made.get("fingerprint") not in (None, ds.fingerprint):
+            raise InputError(marker, "dataset.fingerprint", f"these predictions are of another dataset "
+                             f"({made.get('name')!r}, {str(made.get('fingerprint'))[:19]}...) than {ds.json_path} "
+                             f"({ds.fingerprint[:19]}...): evaluate against the dataset they were predicted from")
     by_case = {case_id(item["label"]): item for item in ds.items}
     scorer = CaseMetrics(ds.num_classes, tolerance_mm)
     class_names = [ds.labels[c] for c in sorted(ds.labels) if c != 0]

@@ -6,6 +6,10 @@ train run) gives the network, its weights (checksum verified) and the geometry i
 ``SlidingWindowInferer`` for 3D ones), ``postprocessing`` (default: argmax) and ``saver`` are MONAI components a
 user can swap. Predictions are written by MONAI's ``SaveImage`` (:class:`PredictionWriter`): NIfTI with the input's
 affine for NIfTI inputs, PNG for PNG inputs, as ``<output_dir>/<case>.nii.gz|png``.
+
+``<output_dir>/.prediction_run.json`` keeps what the predictions are of (the dataset's fingerprint, the model's
+checksums, the cases): predicting another dataset, model or case selection into the same folder is refused naming
+what changed, so one folder never mixes two runs' predictions; ``evaluate.json`` checks it against its dataset.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ from monai.transforms import AsDiscrete, Compose, SaveImage
 from torch import nn
 from tqdm import tqdm
 
+from nas_ops.atomic import write_json_atomic
 from nas_ops.config import Cases, NFolds, NonNegativeInt, check_output_dir
 from nas_ops.data.loaders import load_case
 from nas_ops.data.msd import MSDDataset, case_id, is_nifti
 from nas_ops.data.setup import check_compatible, load_checked_dataset
 from nas_ops.data.splits import fold_items
 from nas_ops.entry import entry
-from nas_ops.errors import InputError
+from nas_ops.errors import InputError, read_json
 from nas_ops.genotype import Genotype
 from nas_ops.process import resolve_device
+from nas_ops.search_state import refuse_other_settings
 from nas_ops.training.artifacts import (
     GENOTYPE_FILE,
     Geometry,
@@ -42,6 +48,7 @@ from nas_ops.training.artifacts import (
 from nas_ops.training.inferers import default_inferer
 
 log = logging.getLogger(__name__)
+RUN_FILE = ".prediction_run.json"
 
 
 def select_cases(ds: MSDDataset, cases: str, fold: int, n_folds: int, seed: int) -> list[dict[str, str]]:
@@ -108,7 +115,7 @@ def predict(
     model_dir = Path(model_dir)
     if network is None:
         trained = load_model(model_dir, dev)
-        genotype, geometry, network = trained.genotype, trained.geometry, trained.network
+        genotype, geometry, network, info = trained.genotype, trained.geometry, trained.network, trained.info
     else:
         info = read_info(model_dir)
         verify_checksums(model_dir, info)
@@ -116,14 +123,21 @@ def predict(
         network = load_weights(network, model_dir, info).to(dev).eval()
     ds = load_checked_dataset(dataset_dir, deep=False, allow_outside=allow_outside_dataset_dir)
     check_compatible(genotype, ds, model_dir / GENOTYPE_FILE)
+    identity = {"dataset": {"name": ds.name, "fingerprint": ds.fingerprint}, "model": info["sha256"],
+                "cases": cases, **({} if cases == "all" else {"fold": fold, "n_folds": n_folds, "seed": seed})}
+    marker = Path(output_dir) / RUN_FILE
+    if marker.is_file():
+        refuse_other_settings(read_json(marker).get("identity", {}), identity, marker, "prediction")
     if inferer is None:
         inferer = default_inferer(geometry.spatial_dims, geometry.spatial_size, geometry.slice_axis,
                                   geometry.patch_size)
     postprocessing = postprocessing if postprocessing is not None else Compose([AsDiscrete(argmax=True)])
     saver = saver if saver is not None else PredictionWriter(output_dir)
+    items = select_cases(ds, cases, fold, n_folds, seed)  # may still refuse: before the marker is written
+    write_json_atomic(marker, {"identity": identity})
     written = []
     with torch.no_grad():
-        for item in tqdm(select_cases(ds, cases, fold, n_folds, seed), desc="predict", dynamic_ncols=True):
+        for item in tqdm(items, desc="predict", dynamic_ncols=True):
             case = load_case(item, ds)
             logits = inferer(case.image[None].to(dev), network)[0]
             written.append(saver(postprocessing(logits), case.meta))

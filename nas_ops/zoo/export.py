@@ -25,8 +25,9 @@ import torch
 
 from nas_ops.config import check_output_dir
 from nas_ops.entry import entry
-from nas_ops.errors import InputError
-from nas_ops.training.artifacts import load_model
+from nas_ops.errors import InputError, read_json
+from nas_ops.genotype import Genotype
+from nas_ops.training.artifacts import GENOTYPE_FILE, load_model, read_info
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
@@ -88,6 +89,26 @@ def check_export(model_dir: Path, torchscript: Path | None = None, onnx_file: Pa
     return diffs
 
 
+def _check_same_model(bundle: Path, models: Path) -> None:
+    """Refuse a model the bundle's metadata does not describe: another dimensionality than the bundle's networks,
+    or (a packed or installed bundle, whose metadata names its genotype's sha256) another genotype."""
+    from nas_ops.zoo.index import sha256_path
+    from nas_ops.zoo.pack import bundle_dims
+
+    meta_path = bundle / "configs" / "metadata.json"
+    read_info(models)  # a folder without a trained model: one line naming it
+    genotype = Genotype.load(models / GENOTYPE_FILE)
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    if meta and genotype.spatial_dims != bundle_dims(meta, meta_path):
+        raise InputError(models / GENOTYPE_FILE, "spatial_dims", f"is {genotype.spatial_dims}: {bundle} applies "
+                         f"{bundle_dims(meta, meta_path)}D networks; export the model with the bundle that trained it")
+    want = meta.get("genotype_sha256")
+    if want and sha256_path(models / GENOTYPE_FILE) != want:
+        raise InputError(models / GENOTYPE_FILE, "genotype_sha256", f"is not the genotype {meta_path} describes "
+                         f"({genotype.method}, {genotype.in_channels} -> {genotype.out_channels} channels): export "
+                         "a bundle's own model, or export from the bundle that trained this one")
+
+
 @entry
 def export(bundle_dir: str, formats: tuple[str, ...] = FORMATS, model_dir: str | None = None,
            out_dir: str | None = None) -> dict[str, Any]:
@@ -99,6 +120,7 @@ def export(bundle_dir: str, formats: tuple[str, ...] = FORMATS, model_dir: str |
         raise InputError(bundle, "bundle_dir", "has no configs/inference.json: give a bundle folder (a packed or "
                          "installed bundle, or bundles/<method>)")
     models = Path(model_dir) if model_dir else bundle / "models"
+    _check_same_model(bundle, models)
     out = check_output_dir(out_dir if out_dir else models, "out_dir", "export")
     if not formats:
         raise InputError("export", "formats", f"is empty: give one or more of {list(FORMATS)}")

@@ -120,6 +120,10 @@ def entry_of(archive: Path, index_dir: Path) -> dict[str, Any]:
         if len(top) != 1 or any("/" not in n for n in names):
             raise InputError(archive, "archive", f"must hold one bundle folder, holds {sorted(top)}")
         name = top.pop()
+        from nas_ops.zoo.install import check_member
+
+        for info in zf.infolist():  # what install would refuse is not indexed
+            check_member(info, archive, name)
         member = f"{name}/configs/metadata.json"
         try:
             meta = json.loads(zf.read(member).decode("utf-8"))

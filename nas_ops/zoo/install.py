@@ -64,29 +64,38 @@ def find_entry(doc: dict[str, Any], path: Path, name: str, version: str | None) 
                      f"{sorted(e['version'] for e in mine)})")
 
 
+def check_member(info: zipfile.ZipInfo, archive: Path, name: str) -> str | None:
+    """One archive member checked as installation needs it (no absolute path, no '..', no link, inside the bundle's
+    folder ``name``, a bounded size, not a zip bomb); returns its path inside the bundle, None for a folder. The
+    index (:mod:`nas_ops.zoo.index`) checks every member the same way, so it lists nothing install would refuse."""
+    member = info.filename
+    field = f"member {member!r}"
+    parts = PurePosixPath(member).parts
+    if member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
+        raise InputError(archive, field, "is an absolute path: refused")
+    if ".." in parts or "\\" in member:
+        raise InputError(archive, field, "climbs out of the bundle folder ('..'): refused")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise InputError(archive, field, "is a symbolic link: refused")
+    if not parts or parts[0] != name:
+        raise InputError(archive, field, f"lies outside the bundle's folder {name}/: refused")
+    if info.is_dir():
+        return None
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise InputError(archive, field, f"declares {info.file_size:,} bytes, more than {MAX_MEMBER_BYTES:,}")
+    if info.file_size > CHUNK and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        raise InputError(archive, field, f"expands {info.file_size / max(info.compress_size, 1):.0f}x: a zip "
+                         "bomb, refused")
+    return "/".join(parts[1:])
+
+
 def _check_members(zf: zipfile.ZipFile, archive: Path, name: str, entry: dict[str, Any]) -> dict[str, zipfile.ZipInfo]:
     """Every member checked (see the module docstring); returns ``{relative path: info}`` of the files."""
     files: dict[str, zipfile.ZipInfo] = {}
     for info in zf.infolist():
-        member = info.filename
-        field = f"member {member!r}"
-        parts = PurePosixPath(member).parts
-        if member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
-            raise InputError(archive, field, "is an absolute path: refused")
-        if ".." in parts or "\\" in member:
-            raise InputError(archive, field, "climbs out of the bundle folder ('..'): refused")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise InputError(archive, field, "is a symbolic link: refused")
-        if not parts or parts[0] != name:
-            raise InputError(archive, field, f"lies outside the bundle's folder {name}/: refused")
-        if info.is_dir():
-            continue
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise InputError(archive, field, f"declares {info.file_size:,} bytes, more than {MAX_MEMBER_BYTES:,}")
-        if info.file_size > CHUNK and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise InputError(archive, field, f"expands {info.file_size / max(info.compress_size, 1):.0f}x: a zip "
-                             "bomb, refused")
-        files["/".join(parts[1:])] = info
+        rel = check_member(info, archive, name)
+        if rel is not None:
+            files[rel] = info
     listed = entry.get("files", {})
     for rel in sorted(set(listed) - set(files)):
         raise InputError(archive, f"files.{rel}", "is listed in the index but missing from the archive")
@@ -109,6 +118,19 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, want: str, 
     if digest.hexdigest() != want:
         raise InputError(archive, f"files.{rel}", f"sha256 {digest.hexdigest()[:12]}... differs from the index's "
                          f"{want[:12]}...: the archive was altered")
+
+
+def _verify_install(target: Path, entry: dict[str, Any]) -> None:
+    """An existing install of the same version is reported only when every file still has the index's checksum."""
+    for rel, want in sorted(entry["files"].items()):
+        path = target / rel
+        if not path.is_file():
+            raise InputError(path, f"files.{rel}", "is missing from the existing install: remove the folder and "
+                             "install again")
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != want:
+            raise InputError(path, f"files.{rel}", f"sha256 {got[:12]}... differs from the index's {want[:12]}...: "
+                             "the install was altered since; remove the folder and install again")
 
 
 @entry
@@ -140,6 +162,7 @@ def install(name: str, index_path: str = "zoo/index.json", target_dir: str = "bu
         except (OSError, ValueError, KeyError):
             same = False
         if same:
+            _verify_install(target, entry)
             return str(target)
         raise InputError(target, "target_dir", "already holds another install of this bundle: remove it or choose "
                          "another target_dir")
