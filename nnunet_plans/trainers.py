@@ -17,6 +17,9 @@ model with the same trainer.
 - :class:`nnUNetTrainerNAS_smoke` / :class:`nnUNetTrainerNAS_AdamW_smoke`: 2 epochs x 4 iterations, 2 validation
   iterations, no mirroring (training augmentation and test-time), one torch thread on a CPU: the whole path on a
   CPU in about a minute.
+- :class:`nnUNetTrainerNAS_AdamW_demo`: AdamW for 20 epochs x 10 iterations, 2 validation iterations, no
+  mirroring, one torch thread on a CPU: the study's ``--recipe nnunet --budget demo`` (networks that learn
+  something in minutes on a 2-core machine; far from nnU-Net's budget, and said so in the study's report).
 """
 
 from __future__ import annotations
@@ -106,5 +109,17 @@ class nnUNetTrainerNAS_AdamW_smoke(_SmokeMixin, nnUNetTrainerNAS_AdamW, nnUNetTr
         self._smoke_budget()
 
 
+class nnUNetTrainerNAS_AdamW_demo(_SmokeMixin, nnUNetTrainerNAS_AdamW, nnUNetTrainerNoMirroring):
+    """The study's demo budget with AdamW: 20 epochs x 10 iterations, 2 validation iterations, no mirroring."""
+
+    smoke_epochs = 20
+    smoke_iterations = 10
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._smoke_budget()
+
+
 TRAINERS = {cls.__name__: cls for cls in (nnUNetTrainerNAS, nnUNetTrainerNAS_AdamW, nnUNetTrainerNAS_smoke,
-                                          nnUNetTrainerNAS_AdamW_smoke)}
+                                          nnUNetTrainerNAS_AdamW_smoke, nnUNetTrainerNAS_AdamW_demo)}

@@ -8,22 +8,9 @@ Options are those of :func:`nnunet_plans.compare.compare`. Writes comparison.md,
 dice_boxplot.png (docs/nnunet.md).
 """
 
-from __future__ import annotations
+from nnunet_plans.cli import compare, compare_main
 
-import logging
-
-from nas_ops.entry import fire_main
-from nnunet_plans.compare import compare
-
-
-def main(dataset: str, **options) -> None:
-    """Run the comparison harness (the first plans are the reference) and print the report."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    report = compare(dataset, **options)
-    if options.get("mode", "collect") != "print":
-        print(report.markdown.read_text())
-        print(f"wrote {report.markdown}, {report.table_csv}, {report.per_case_csv}, {report.boxplot}")
-
+main = compare  # the command's function (tests call it)
 
 if __name__ == "__main__":
-    fire_main(main)  # bad input: one line naming the file and field, exit status 1
+    compare_main()  # bad input: one line naming the file and field, exit status 1

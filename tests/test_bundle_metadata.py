@@ -36,3 +36,17 @@ def test_metadata_has_the_mandatory_keys(path):
         assert tensor["num_channels"] == len(tensor["channel_def"])
         assert len(tensor["spatial_shape"]) in (2, 3) and isinstance(tensor["is_patch_data"], bool)
         assert len(tensor["value_range"]) in (0, 2)
+
+
+@pytest.mark.parametrize("path", BUNDLES, ids=[p.parts[-3] for p in BUNDLES])
+def test_monai_reads_the_packages_as_written(path):
+    """MONAI renames a deprecated ``optional_packages_version`` onto ``required_packages_version`` when it reads
+    metadata: a file with both would lose its required packages."""
+    from monai.bundle import ConfigParser
+
+    written = json.loads(path.read_text())
+    assert "optional_packages_version" not in written
+    parser = ConfigParser()
+    parser.read_meta(str(path))
+    assert parser.get("_meta_")["required_packages_version"] == written["required_packages_version"]
+    assert "medseg-nas" in written["required_packages_version"]

@@ -222,3 +222,19 @@ def test_a_tiny_study_writes_its_table_keeps_test_cases_away_and_resumes(tmp_pat
     # another setting in the same folder is refused, naming it
     with pytest.raises(InputError, match="field 'random': this output_dir holds a study run with random=2"):
         study_run.study(data, out, **{**kwargs, "random": 3})
+
+
+def test_an_override_naming_no_key_of_the_bundle_is_refused_with_the_nearest(tmp_path, monkeypatch):
+    from nas_ops.study.run import study
+
+    monkeypatch.chdir(REPO_ROOT)
+    data = make_mri_dataset(tmp_path / "Task900_Mri", num_patients=10, shape=(16, 16, 8))
+    out = tmp_path / "study"
+    with pytest.raises(InputError, match=r"field 'search_overrides.search#accept#margin': the MB-NAS bundle's "
+                                         r"search.json has no key 'accept' in 'search' \(did you mean "
+                                         r"'search#accept_margin'\?\)"):
+        study(data, out, methods=["mbnas"], search_overrides={"search#accept#margin": 0.2})
+    with pytest.raises(InputError, match=r"field 'train_overrides.epohcs': the MB-NAS bundle's train.json has no key "
+                                         r"'epohcs' \(did you mean 'epochs'\?\)"):
+        study(data, out, methods=["mbnas"], train_overrides={"epohcs": 3})
+    assert not out.exists()

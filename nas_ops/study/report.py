@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from nas_ops.atomic import atomic_write, write_json_atomic
 from nas_ops.data.msd import MSDDataset
@@ -164,6 +165,15 @@ def _write_csv(path: Path, models: list[StudyModel], results: dict[tuple, dict])
     atomic_write(path, lambda fh: fh.write(table.getvalue().encode()))
 
 
+def _recipe_text(ident: dict[str, Any]) -> str:
+    """How the study trained its models, in words."""
+    if ident["recipe"] == "nnunet":
+        return (f"every genotype exported to an nnU-Net plans variant and trained, as nnU-Net's own networks, by the "
+                f"stock `nnUNetv2_train` with `{ident['nnunet_trainer']}`; nnU-Net sets no seed, so a seed is an "
+                "independent repetition")
+    return "each bundle's `train.json`"
+
+
 def _fmt(mean: float, std: float, digits: int = 4) -> str:
     return "-" if not math.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -175,21 +185,24 @@ def _markdown(summary: dict[str, Any], per_method: dict[str, dict], run: dict[st
              f"an early stop), {summary['split']['development_cases']} development cases in "
              f"{summary['split']['n_folds']} patient-grouped folds (`data/dev/splits_final.json`, nnU-Net's format)",
              f"- budget: `{ident['budget']}` (the bundles' {BUDGETS[ident['budget']]}), recipe `{ident['recipe']}` "
-             f"(each bundle's `train.json`); {ident['seeds']} training seed(s) x "
+             f"({_recipe_text(ident)}); {ident['seeds']} training seed(s) x "
              f"{ident['folds']} fold(s) per model; {ident['random']} random architectures per method",
-             f"- wall time: study {run['study_seconds'] / 60:.1f} min (this run); searches "
+             f"- wall time: study {run['study_seconds'] / 60:.1f} min over {len(run['runs'])} invocation(s) "
+             "(`timing.json`); searches "
              + ", ".join(f"{k} {v / 60:.1f} min" for k, v in run["search_seconds"].items())
-             + f"; {run['trainings']} trainings {run['training_seconds'] / 60:.1f} min (this run; reused ones count 0)",
+             + f"; {run['trainings']} trainings {run['training_seconds'] / 60:.1f} min with "
+             f"{run['runs'][-1]['parallel_jobs']} job(s) at once ({run['job_seconds'] / 60:.1f} min summed over the "
+             "jobs)",
              f"- statistics: Friedman across the found network, the baselines and the random control; two-sided "
              f"Wilcoxon signed-rank tests of the found network against each, Holm-adjusted per method. Unit of "
              f"pairing: {PAIRING}.", ""]
     for name, s in per_method.items():
         lines += [f"## {name}", "", "| model | kind | Dice | IoU | HD95 (mm) | surface Dice | params | GMACs | "
-                  "s/step | est. memory (GiB) | found vs it (Holm p) |", "|" + "---|" * 11]
+                  "s/step | est. memory (GiB) | found minus it: Dice, Holm p |", "|" + "---|" * 11]
         tests = {t.name.split(" vs ", 1)[1]: t for t in s["tests"]}
         for r in sorted(s["rows"], key=lambda r: ({"found": 0, "baseline": 1, "random": 2}[r["kind"]], r["model"])):
             t = tests.get(r["model"])
-            p = "" if t is None else ("-" if t.p_final is None else f"{t.p_final:.3g} ({t.verdict()})")
+            p = "" if t is None else _versus(t)
             lines.append(f"| {r['model']} | {r['kind']} | {_fmt(r['dice_mean'], r['dice_std'])} | "
                          f"{_fmt(r['iou_mean'], r['iou_std'])} | {_fmt(r['hd95_mean'], r['hd95_std'], 2)} | "
                          f"{_fmt(r['surface_dice_mean'], r['surface_dice_std'])} | {r['params']:,} | "
@@ -200,9 +213,19 @@ def _markdown(summary: dict[str, Any], per_method: dict[str, dict], run: dict[st
         lines += [f"- {t.text()}" for t in s["tests"]]
         if s["rank"] is not None:
             lines.append(f"- the found network's mean test Dice: {s['rank'].text()}")
+        control = tests.get("random control (median)")
+        if control is not None:
+            lines.append(f"- against the random control (per case, the median of the random architectures): "
+                         f"{_versus(control)}")
         lines += ["", "In plain words: " + _plain_words(name, s), ""]
     lines += ["## Plots", "", *(f"![{k}]({v})" for k, v in summary["plots"].items()), ""]
     return "\n".join(lines)
+
+
+def _versus(t: TestResult) -> str:
+    """``+0.062, p 0.039 (significant)``: the found network's mean Dice minus the other's, and the Holm p."""
+    diff = "" if t.mean_difference is None else f"{t.mean_difference:+.3f}, "
+    return f"{diff}-" if t.p_final is None else f"{diff}p {t.p_final:.3g} ({t.verdict()})"
 
 
 def _plain_words(name: str, s: dict[str, Any]) -> str:
@@ -238,6 +261,7 @@ def _plot_dice_vs_macs(per_method: dict[str, dict], path: Path) -> Path:
                 ax.annotate(r["model"], (r["macs"] / 1e9, r["dice_mean"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
         ax.set_xlabel("GMACs (one forward, log scale)")
         ax.set_ylabel("mean test Dice")
         ax.set_title(name)

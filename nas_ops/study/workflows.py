@@ -38,3 +38,30 @@ def config_value(bundle_dir: str | Path, names: Sequence[str], key: str, **overr
     parser = ConfigParser(ConfigParser.load_config_files(config_files(bundle_dir, names)))
     parser.update({"bundle_root": str(bundle_dir), **overrides})
     return parser.get_parsed_content(key)
+
+
+def check_config_key(config: dict[str, Any], key: str, source: str, field: str, where: str) -> None:
+    """Refuse an override ``key`` (``a#b#c``, MONAI's nesting) that names nothing in a bundle's merged ``config``, in
+    one line with the nearest key of the level where it goes astray (MONAI itself stops on such a key with two
+    tracebacks, or adds a key nothing reads)."""
+    from nas_ops.config import nearest
+
+    node: Any = config
+    walked: list[str] = []
+    parts = key.split("#")
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            at = "#".join(walked)
+            options = list(node) if isinstance(node, dict) else []
+            joined = "_".join(parts[i:])  # search#coarse#epochs meant search#coarse_epochs
+            if i + 1 < len(parts) and joined in options:
+                hint = f" (did you mean '{'#'.join([*walked, joined])}'?)"
+            else:
+                hint = nearest(part, options)
+            inside = f" in {at!r}" if at else ""
+            raise InputError(source, field, f"{where} has no key {part!r}{inside}{hint}")
+        walked.append(part)

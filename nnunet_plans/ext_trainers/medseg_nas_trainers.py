@@ -7,6 +7,7 @@ nnU-Net imports this file as a top-level module and forgets it afterwards; the c
 from nnunet_plans.trainers import (  # noqa: F401
     nnUNetTrainerNAS,
     nnUNetTrainerNAS_AdamW,
+    nnUNetTrainerNAS_AdamW_demo,
     nnUNetTrainerNAS_AdamW_smoke,
     nnUNetTrainerNAS_smoke,
 )
