@@ -192,16 +192,18 @@ class SearchRun:
 
 
 def draw_distinct(searcher: Searcher, config: Any, dataset: MSDDataset, n: int, seed: int,
-                  tries_per_member: int = 200) -> list[Genotype]:
+                  tries_per_member: int = 200, accept: Callable[[Genotype], bool] | None = None) -> list[Genotype]:
     """``n`` different architectures drawn by ``searcher.sample`` with a generator seeded by ``seed``, named
-    ``random_00``, ``random_01``, ...; refused when the space holds fewer."""
+    ``random_00``, ``random_01``, ...; refused when the space holds fewer. ``accept``: a constraint of where the
+    architectures will be trained (e.g. what nnU-Net can train): a draw it rejects is dropped, so the members are
+    uniform over the accepted part of the space wherever the sampler is uniform."""
     rng = np.random.default_rng(seed)
     found: dict[Any, Genotype] = {}
     for _ in range(n * tries_per_member):
         if len(found) == n:
             break
         key, genotype = searcher.sample(config, dataset, rng)
-        if key not in found:
+        if key not in found and (accept is None or accept(genotype)):
             found[key] = genotype.replace(name=f"random_{len(found):02d}")
     if len(found) < n:
         raise InputError(None, "random", f"the {searcher.name} search space gave {len(found)} different "

@@ -63,6 +63,16 @@ def available_baselines() -> list[str]:
     return names
 
 
+def trainable(genotype: Genotype) -> bool:
+    """Whether nnU-Net can train the network with its deep supervision: a total stride that is a power of two and
+    at least 4 (two halvings; see :func:`nnunet_plans.export.net_strides`). Built on the meta device."""
+    import torch
+
+    with torch.device("meta"):
+        stride = int(getattr(build_network(genotype), "total_stride", 0))
+    return stride >= 4 and stride & (stride - 1) == 0
+
+
 def configuration_of(spatial_dims: int) -> str:
     """nnU-Net's configuration for networks of ``spatial_dims``."""
     return "3d_fullres" if spatial_dims == 3 else "2d"

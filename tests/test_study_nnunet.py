@@ -101,3 +101,21 @@ def test_a_run_folder_left_by_another_training_is_cleared_before_nnunet_trains(t
     assert (fold_dir / "checkpoint_latest.pth").is_file()
     _fresh_run(run, fold_dir, {"plans": "p", "genotype": 2})
     assert not fold_dir.exists()
+
+
+def test_random_architectures_of_the_nnunet_recipe_are_ones_nnunet_can_train(tmp_path):
+    from nas_ops.data.setup import load_checked_dataset
+    from nas_ops.search_run import draw_distinct, get_searcher
+    from nnunet_plans.study import trainable
+
+    ds = load_checked_dataset(make_mri_dataset(tmp_path / "Task900_Mri", num_patients=3, shape=(16, 16, 8)))
+    searcher = get_searcher("mbnas")
+    cfg = searcher.config_class.from_values({})
+    free = draw_distinct(searcher, cfg, ds, 8, seed=9000)
+    kept = draw_distinct(searcher, cfg, ds, 8, seed=9000, accept=trainable)
+    assert not all(trainable(g) for g in free)  # this seed's plain draws hold a network of total stride 2
+    assert all(trainable(g) for g in kept) and len({json.dumps(g.spec) for g in kept}) == 8
+    assert [g.spec for g in free if trainable(g)] == [g.spec for g in kept][: sum(map(trainable, free))]
+    with pytest.raises(InputError, match="gave 0 different architectures"):
+        draw_distinct(searcher, cfg, ds, 2, seed=0, tries_per_member=5, accept=lambda g: False)
+

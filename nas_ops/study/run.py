@@ -233,7 +233,9 @@ def study(
                                      _save(genotype, genotypes / f"{base}.json")))
         cfg = searcher.config_class.from_values(config_value(bundle_dir, search_configs, "search",
                                                              **(search_overrides or {})))
-        for i, genotype in enumerate(draw_distinct(searcher, cfg, dev, random, stream_seed(search_seed, 9_000))):
+        accept = nnunet.trainable if nnunet else None  # the nnunet recipe: only networks nnU-Net can train
+        drawn = draw_distinct(searcher, cfg, dev, random, stream_seed(search_seed, 9_000), accept=accept)
+        for i, genotype in enumerate(drawn):
             model = f"{name}-random_{i:02d}"
             models.append(StudyModel(name, searcher.bundle, model, "random",
                                      _save(genotype.replace(name=model), genotypes / f"{model}.json")))
