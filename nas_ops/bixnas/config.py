@@ -1,6 +1,7 @@
 """The ``search`` block of BiX-NAS (``bundles/bixnas/configs/search.json``): every knob of a search, checked by its
-types (:mod:`nas_ops.config`, naming ``search#<key>``). Defaults follow the paper and the authors' code
-(github.com/tiangexiang/BiX-NAS); the bundle's block shows the same values (a test holds them together)."""
+types (:mod:`nas_ops.config`, naming ``search#<key>``). Defaults are the paper's or, where it is silent, the
+authors' code's (github.com/tiangexiang/BiX-NAS), except ``phase2_keep`` (ours; bundles/bixnas/docs/README.md marks
+it); the bundle's block shows the same values (a test holds them together)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The ``search`` block of MB-NAS (``bundles/mbnas/configs/search.json``): every knob of a Local Search, checked by
-its types (:mod:`nas_ops.config`, naming ``search#<key>``). Defaults follow the paper (Ottelander et al. 2021); the
+its types (:mod:`nas_ops.config`, naming ``search#<key>``). Defaults follow the paper (Ottelander et al. 2021)
+except ``keep_empty_fraction`` 0.25 (the paper trains on all slices); the
 bundle's block shows the same values (a test holds them together)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from nas_ops.mbnas.space import KERNEL_SIZES
 
 @dataclass(frozen=True)
 class MBNASConfig(ConfigBlock):
-    """Every knob of an MB-NAS search: the ``search`` block of ``configs/search.json``; defaults follow the paper."""
+    """Every knob of an MB-NAS search: the ``search`` block of ``configs/search.json`` (defaults: see the module)."""
 
     variant: Literal["mbnas", "macro", "micro", "bilevel"] = "mbnas"
     start: Literal["unet", "random"] = "unet"

@@ -5,8 +5,11 @@ the folds of a patient-level k-fold split and over training seeds (the paper: 5 
 (:func:`train_and_score`) takes only JSON-able arguments and returns a JSON-able result, so trainings are jobs of
 the execution layer (:mod:`nas_ops.engine.execution`: in this process, on Ray or in subprocesses) with the same
 numbers on every backend. The dataset is validated once, by the search; its trainings trust its fingerprint.
-Training follows the paper: Adam (lr 1e-3), polynomial decay (power 0.9), foreground soft Dice, 2D slices with
-scaling, shifting, rotation, flips and brightness augmentation (:func:`nas_ops.data.transforms.augmentations`).
+The optimiser and loss are the paper's: Adam (lr 1e-3), polynomial decay (power 0.9), foreground soft Dice, on 2D
+slices. Two choices are ours, not the paper's: only ``keep_empty_fraction`` (0.25) of the slices without
+foreground are kept (the paper trains on all slices), and the augmentation
+(:func:`nas_ops.data.transforms.augmentations`: scaling, shifting, rotation, flips, brightness) adds random
+contrast.
 """
 
 from __future__ import annotations
