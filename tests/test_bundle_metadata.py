@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-BUNDLES = sorted((Path(__file__).resolve().parents[1] / "bundles").glob("*/configs/metadata.json"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = sorted((REPO_ROOT / "bundles").glob("*/configs/metadata.json"))
 MANDATORY = ("version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "authors",
              "copyright", "network_data_format")
 TENSOR_KEYS = ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
@@ -50,3 +51,20 @@ def test_monai_reads_the_packages_as_written(path):
     parser.read_meta(str(path))
     assert parser.get("_meta_")["required_packages_version"] == written["required_packages_version"]
     assert "medseg-nas" in written["required_packages_version"]
+
+
+@pytest.mark.parametrize(("bundle", "report", "model"), [
+    ("bixnas", "study_nuclei_report.md", "bixnas-found"),
+    ("mbnas", "study_mri2d_report.md", "mbnas-found"),
+    ("c2fnas", "study_mri3d_report.md", "c2fnas-found"),
+])
+def test_the_metadata_reports_the_figures_of_one_study_run(bundle, report, model):
+    """eval_metrics are the found network's row of the demo study that docs/study.md reports: Dice, IoU and GMACs
+    of the same network, measured in one run (not a search score of one network beside a retraining of another)."""
+    meta = json.loads((REPO_ROOT / "bundles" / bundle / "configs" / "metadata.json").read_text())
+    row = next(line for line in (REPO_ROOT / "docs" / "figures" / report).read_text().splitlines()
+               if line.startswith(f"| {model} | found |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    dice, iou, gmacs = float(cells[2].split(" ± ")[0]), float(cells[3].split(" ± ")[0]), float(cells[7])
+    assert meta["eval_metrics"] == {"demo_study_found_test_dice": dice, "demo_study_found_test_iou": iou,
+                                    "demo_study_found_gmacs": gmacs}
