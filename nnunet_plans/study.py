@@ -18,13 +18,13 @@ them with the study's scorer (:func:`nas_ops.training.evaluation.evaluate`). nnU
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from nas_ops.atomic import write_json_atomic
 from nas_ops.config import nearest
 from nas_ops.cost_model import estimate_training_memory, time_training_step
 from nas_ops.data.msd import MSDDataset
+from nas_ops.engine.execution import run_command
 from nas_ops.errors import InputError, read_json
 from nas_ops.genotype import Genotype
 from nas_ops.process import resolve_device
@@ -136,17 +137,9 @@ class Workspace:
         return env
 
 
-def _run(argv: list[str], env: dict[str, str], log: Path) -> float:
-    """Run one nnU-Net command with its output in ``log``; a failure names the log's last line."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    tic = time.monotonic()
-    with log.open("w") as fh:
-        done = subprocess.run([nnunet_cli(argv[0]), *argv[1:]], env={**os.environ, **env}, stdout=fh,
-                              stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        last = (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
-        raise RuntimeError(f"{' '.join(argv)} exited with {done.returncode} (log {log}): {last}")
-    return time.monotonic() - tic
+def _run(argv: list[str], env: dict[str, str], log: Path) -> None:
+    """Run one nnU-Net command (found beside this Python) with its output in ``log``."""
+    run_command([nnunet_cli(argv[0]), *argv[1:]], env, str(log))
 
 
 def _link_task(task: Path, dev: MSDDataset, test: MSDDataset) -> None:
@@ -238,18 +231,15 @@ def _exported_genotype(plans_path: Path) -> dict[str, Any] | None:
     return None
 
 
-class _environment:
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the ``with`` block (nnU-Net's folders for the in-process export)."""
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values, self.saved = values, {}
-
-    def __enter__(self) -> None:
-        self.saved = {k: os.environ.get(k) for k in self.values}
-        os.environ.update(self.values)
-
-    def __exit__(self, *exc: object) -> None:
-        for k, v in self.saved.items():
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:

@@ -192,12 +192,20 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_command(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """A job that runs a program (e.g. ``nnUNetv2_train``), its output into the worker's log; fails on a non-zero
-    exit. Returns ``{"seconds": wall time}``."""
+def run_command(argv: list[str], env: dict[str, str] | None = None, log: str | None = None) -> dict[str, Any]:
+    """A job that runs a program (e.g. ``nnUNetv2_train``), its output into the worker's log (or into the file
+    ``log``); fails on a non-zero exit, naming ``log``'s last line. Returns ``{"seconds": wall time}``."""
     tic = time.monotonic()
     sys.stdout.flush()
-    done = subprocess.run(argv, env={**os.environ, **(env or {})}, check=False)
+    run_env = {**os.environ, **(env or {})}
+    if log is None:
+        done = subprocess.run(argv, env=run_env, check=False)
+    else:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as fh:
+            done = subprocess.run(argv, env=run_env, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {done.returncode}")
+        last = "" if log is None else f" (log {log}): " + (
+            Path(log).read_text(errors="replace").strip().splitlines() or [""])[-1]
+        raise RuntimeError(f"{' '.join(argv)} exited with {done.returncode}{last}")
     return {"seconds": round(time.monotonic() - tic, 2)}

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 FORMAT, VERSION = "medseg-nas-study", 1
 STUDY_FILE, SPLIT_FILE, TIMING_FILE = "study.json", "split.json", "timing.json"
 SOURCE = "study"
-#: the nnunet recipe's trainer per budget (nnunet_plans.study.TRAINERS, named here so the identity needs no import)
+#: the nnunet recipe's trainer per budget: a short AdamW schedule for the demo, nnU-Net's own for the paper budget
 TRAINERS_OF_BUDGET = {"demo": "nnUNetTrainerNAS_AdamW_demo", "paper": "nnUNetTrainer"}
 
 
@@ -197,9 +197,9 @@ def study(
     fingerprints = {"dev": dev.fingerprint, "test": test.fingerprint}
     workspace = None
     if nnunet:  # nnU-Net converts and plans the data before any search: a dataset it cannot take stops here
-        stock = {nnunet.BASELINES[b] for names in chosen.values() for b in names if b in nnunet.BASELINES}
+        plans = {nnunet.BASELINES[b] for names in chosen.values() for b in names if b in nnunet.BASELINES}
         workspace = nnunet.prepare(out / "nnunet", dev, test, dev_dir / "splits_final.json",
-                                   {nnunet.configuration_of(d) for d in dims.values()}, {"nnUNetPlans", *stock})
+                                   {nnunet.configuration_of(d) for d in dims.values()}, {"nnUNetPlans", *plans})
 
     # 2. the searches, 3. the models
     models: list[StudyModel] = []
